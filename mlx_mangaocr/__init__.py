@@ -1,0 +1,25 @@
+"""manga-ocr (kha-white/manga-ocr-base) in MLX.
+
+from mlx_mangaocr import load_mlx_processor
+ocr = load_mlx_processor("kha-white/manga-ocr-base")   # or a converted folder
+text = ocr.process_image("page.png")                   # manga-ocr's default: 4-beam search
+text = ocr.process_image("page.png", num_beams=1)      # greedy
+"""
+
+from ._blas import load_openblas
+
+load_openblas()  # must run before the first `import mlx`
+
+from .errors import InvalidImageError, MangaOcrError, ModelLoadError  # noqa: E402
+from .processor import MangaOcrProcessor, load_mlx_processor  # noqa: E402
+from .text import post_process  # noqa: E402
+
+__all__ = [
+    "InvalidImageError",
+    "MangaOcrError",
+    "MangaOcrProcessor",
+    "ModelLoadError",
+    "load_mlx_processor",
+    "post_process",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,50 @@
+"""Decoder caches: preallocated self-attention keys/values, and cross-attention keys/values.
+
+The self-attention cache is allocated once for the whole decode (``capacity`` positions) and
+written in place, as mlx-lm's ``KVCache``: appending by concatenation would copy the whole cache
+every step. Cross-attention keys/values depend only on the image and are computed once.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+
+class KVCache:
+    """Keys and values of one self-attention layer, shape (B, heads, capacity, head_dim)."""
+
+    def __init__(self, batch: int, num_heads: int, head_dim: int, capacity: int, dtype: mx.Dtype):
+        self.keys = mx.zeros((batch, num_heads, capacity, head_dim), dtype=dtype)
+        self.values = mx.zeros((batch, num_heads, capacity, head_dim), dtype=dtype)
+        self.offset = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[2]
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        """Write the new positions in place and return the keys/values of every position so far."""
+        start, end = self.offset, self.offset + keys.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"decode ran past the cache capacity of {self.capacity} positions")
+        self.keys[:, :, start:end, :] = keys
+        self.values[:, :, start:end, :] = values
+        self.offset = end
+        return self.keys[:, :, :end, :], self.values[:, :, :end, :]
+
+    def reorder(self, indices: mx.array) -> None:
+        """Keep the rows named by ``indices`` (beam search picks which hypotheses go on)."""
+        self.keys = self.keys[indices]
+        self.values = self.values[indices]
+
+
+class CrossKV:
+    """Cross-attention keys and values of one decoder layer, computed once per image."""
+
+    def __init__(self, keys: mx.array, values: mx.array):
+        self.keys = keys
+        self.values = values
+
+    def repeat(self, times: int) -> CrossKV:
+        """Repeat every image's rows ``times`` times (one copy per beam)."""
+        return CrossKV(mx.repeat(self.keys, times, axis=0), mx.repeat(self.values, times, axis=0))

@@ -1,0 +1,204 @@
+"""Model and generation settings, read from a checkpoint's ``config.json``.
+
+Field names are the Hugging Face ones, so the same code reads an unconverted
+``VisionEncoderDecoderModel`` config and the config this library writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ModelLoadError
+
+SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+# Keys that transformers takes from the top level of config.json into the generation config.
+GENERATION_KEYS = (
+    "decoder_start_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "max_length",
+    "num_beams",
+    "no_repeat_ngram_size",
+    "length_penalty",
+    "early_stopping",
+)
+
+
+def _from_dict(cls, params: dict[str, Any]):
+    """Build a dataclass from a dict, ignoring keys it does not know (as mlx-lm's ModelArgs)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in params.items() if k in names})
+
+
+@dataclass
+class VisionConfig:
+    """The ViT encoder (``config.json`` -> ``encoder``)."""
+
+    model_type: str = "vit"
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    image_size: int = 224
+    patch_size: int = 16
+    num_channels: int = 3
+    qkv_bias: bool = True
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> VisionConfig:
+        return _from_dict(cls, params)
+
+
+@dataclass
+class TextConfig:
+    """The BERT decoder with cross-attention (``config.json`` -> ``decoder``)."""
+
+    model_type: str = "bert"
+    vocab_size: int = 6144
+    hidden_size: int = 768
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    is_decoder: bool = True
+    add_cross_attention: bool = True
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> TextConfig:
+        return _from_dict(cls, params)
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings; defaults are transformers' own, used where the checkpoint is silent."""
+
+    decoder_start_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+    max_length: int = 20
+    num_beams: int = 1
+    no_repeat_ngram_size: int = 0
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> GenerationConfig:
+        return _from_dict(cls, {k: v for k, v in params.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def updated(self, **overrides: Any) -> GenerationConfig:
+        """A copy with the given keywords replaced; ``None`` means "keep the checkpoint's value"."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown decoding option(s): {', '.join(sorted(unknown))}")
+        new = dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        if self.decoder_start_token_id is None:
+            raise ModelLoadError("config.json has no decoder_start_token_id (manga-ocr uses 2, [CLS])")
+        if self.eos_token_id is None:
+            raise ModelLoadError("config.json has no eos_token_id (manga-ocr uses 3, [SEP])")
+        if not isinstance(self.num_beams, int) or self.num_beams < 1:
+            raise ValueError(f"num_beams must be a whole number >= 1, got {self.num_beams!r}")
+        if not isinstance(self.max_length, int) or self.max_length < 2:
+            raise ValueError(f"max_length counts the start token and must be at least 2, got {self.max_length!r}")
+        if not isinstance(self.no_repeat_ngram_size, int) or self.no_repeat_ngram_size < 0:
+            raise ValueError(f"no_repeat_ngram_size must be a whole number >= 0, got {self.no_repeat_ngram_size!r}")
+        if self.early_stopping not in (True, False, "never"):
+            raise ValueError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Everything the library needs to build and run the model."""
+
+    encoder: VisionConfig
+    decoder: TextConfig
+    generation: GenerationConfig
+    tie_word_embeddings: bool = False
+    quantization: dict[str, int] | None = None
+    dtype: str = "float32"
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any], generation: dict[str, Any] | None = None) -> ModelConfig:
+        """Read a VisionEncoderDecoder ``config.json`` (ours or Hugging Face's).
+
+        ``generation`` is the content of ``generation_config.json`` when the checkpoint has one; as
+        in transformers it then replaces the generation keys at the top level of ``config.json``.
+        """
+        model_type = params.get("model_type")
+        if model_type != "vision-encoder-decoder":
+            raise ModelLoadError(
+                f"config.json describes a {model_type!r} model; expected a 'vision-encoder-decoder' "
+                "(ViT encoder + BERT decoder) such as kha-white/manga-ocr-base"
+            )
+        enc, dec = params.get("encoder"), params.get("decoder")
+        if not isinstance(enc, dict) or not isinstance(dec, dict):
+            raise ModelLoadError("config.json lacks the 'encoder' and 'decoder' sections")
+        if enc.get("model_type") not in ("vit", "deit"):
+            raise ModelLoadError(
+                f"encoder is {enc.get('model_type')!r}; only a ViT encoder (model_type 'vit') is supported"
+            )
+        if dec.get("model_type") != "bert":
+            raise ModelLoadError(
+                f"decoder is {dec.get('model_type')!r}; only a BERT decoder (model_type 'bert') is supported"
+            )
+        if not dec.get("add_cross_attention", False):
+            raise ModelLoadError("the BERT decoder has no cross-attention (add_cross_attention is false)")
+        vision, text = VisionConfig.from_dict(enc), TextConfig.from_dict(dec)
+        for part in (vision, text):
+            if part.hidden_act not in SUPPORTED_ACTIVATIONS:
+                raise ModelLoadError(f"unsupported hidden_act {part.hidden_act!r} in the {part.model_type} config")
+            if part.hidden_size % part.num_attention_heads:
+                raise ModelLoadError(
+                    f"{part.model_type}: hidden_size {part.hidden_size} is not a multiple of "
+                    f"num_attention_heads {part.num_attention_heads}"
+                )
+        gen_source = generation if generation is not None else params
+        gen = GenerationConfig.from_dict({k: gen_source.get(k) for k in GENERATION_KEYS})
+        gen.validate()
+        mlx_meta = params.get("mlx_mangaocr", {})
+        return cls(
+            encoder=vision,
+            decoder=text,
+            generation=gen,
+            # The BERT decoder ties its LM head unless its own config says otherwise.
+            tie_word_embeddings=bool(dec.get("tie_word_embeddings", True)),
+            quantization=params.get("quantization"),
+            dtype=mlx_meta.get("dtype", "float32"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``config.json`` written with a converted model (Hugging Face layout, pruned)."""
+        encoder = dataclasses.asdict(self.encoder)
+        decoder = dataclasses.asdict(self.decoder)
+        decoder["tie_word_embeddings"] = self.tie_word_embeddings
+        out: dict[str, Any] = {
+            "model_type": "vision-encoder-decoder",
+            "architectures": ["VisionEncoderDecoderModel"],
+            "encoder": encoder,
+            "decoder": decoder,
+            **self.generation.to_dict(),
+            "mlx_mangaocr": {"format_version": 1, "dtype": self.dtype},
+        }
+        if self.quantization:
+            out["quantization"] = self.quantization
+        return out

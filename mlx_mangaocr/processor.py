@@ -1,0 +1,84 @@
+"""The app-facing API: ``load_mlx_processor(path).process_image(img)``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import mlx.core as mx
+
+from .generate import generate
+from .image_processing import ImageInput
+from .loading import DEFAULT_MODEL, Checkpoint, load_checkpoint
+from .text import post_process
+
+
+class MangaOcrProcessor:
+    """Runs manga-ocr on images: preprocessing, the MLX model, decoding and post-processing.
+
+    Decoding follows the generation settings stored in the checkpoint unless told otherwise; for
+    manga-ocr-base that is upstream's 4-beam search (``num_beams=4, no_repeat_ngram_size=3,
+    length_penalty=2.0, early_stopping=True, max_length=300``). Every decoding keyword means
+    what it means to transformers ``generate`` and overrides only itself: ``num_beams=1`` gives
+    greedy decoding and keeps the checkpoint's ``no_repeat_ngram_size``.
+    """
+
+    def __init__(self, checkpoint: Checkpoint):
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model
+        self.config = checkpoint.config
+        self.vocab = checkpoint.vocab
+        self.image_processor = checkpoint.image_processor
+
+    @property
+    def generation_config(self):
+        """The checkpoint's default decoding settings."""
+        return self.config.generation
+
+    def generate_ids(self, images: list[ImageInput], **decoding) -> list[list[int]]:
+        """Token ids (start token to end token) for a list of images decoded together as a batch.
+
+        ``decoding``: num_beams, max_length, no_repeat_ngram_size, length_penalty, early_stopping.
+        """
+        settings = self.config.generation.updated(**decoding)
+        pixels = mx.array(self.image_processor.batch(images)).astype(self.model.encoder.layernorm.weight.dtype)
+        hidden = self.model.encode(pixels)
+        return generate(self.model, hidden, settings)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Token ids -> the final text, post-processed as manga-ocr does."""
+        return post_process(self.vocab.decode(ids))
+
+    def process_image(self, image: ImageInput, **decoding) -> str:
+        """OCR one image: a path, encoded bytes, a PIL image or a uint8 NumPy array.
+
+        Returns the text exactly as manga-ocr prints it. Keyword options override the decoding
+        settings (e.g. ``num_beams=1`` for greedy). Bad input raises ``InvalidImageError``.
+        """
+        return self.decode(self.generate_ids([image], **decoding)[0])
+
+    def iter_images(self, images: Iterable[ImageInput], batch_size: int = 8, **decoding) -> Iterator[str]:
+        """OCR images from any iterable, ``batch_size`` at a time, yielding texts in order."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        chunk: list[ImageInput] = []
+        for image in images:
+            chunk.append(image)
+            if len(chunk) == batch_size:
+                yield from (self.decode(ids) for ids in self.generate_ids(chunk, **decoding))
+                chunk = []
+        if chunk:
+            yield from (self.decode(ids) for ids in self.generate_ids(chunk, **decoding))
+
+    def process_images(self, images: Iterable[ImageInput], batch_size: int = 8, **decoding) -> list[str]:
+        """OCR many images, ``batch_size`` at a time; returns the texts in input order."""
+        return list(self.iter_images(images, batch_size=batch_size, **decoding))
+
+
+def load_mlx_processor(path_or_repo: str | Path = DEFAULT_MODEL, dtype: str | None = None) -> MangaOcrProcessor:
+    """Load a processor from a converted MLX folder, a Hugging Face folder, or a hub id.
+
+    ``dtype`` casts the weights (float32, float16, bfloat16); the default keeps the folder's.
+    Raises ``ModelLoadError`` with the reason when the model cannot be loaded.
+    """
+    return MangaOcrProcessor(load_checkpoint(path_or_repo, dtype=dtype))

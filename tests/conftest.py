@@ -1,0 +1,71 @@
+"""Shared fixtures: random-weight checkpoints in the real layout, transformers oracles, processors."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MLX_ENABLE_TF32", "0")  # fp32 parity on CUDA; no effect on CPU or Metal
+
+# torch first: OpenBLAS loaded globally before torch slows torch's CPU matmuls ~6x; MLX still
+# picks OpenBLAS up when mlx_mangaocr is imported after torch.
+import torch  # noqa: E402,F401,I001
+import mlx_mangaocr  # noqa: E402
+import pytest  # noqa: E402
+from checkpoints import IMAGES, Spec, load_oracle, write_checkpoint  # noqa: E402
+
+# Tiny checkpoints keep the real layout, vocabulary and image size, with a narrow model.
+TINY = Spec(head_scale=30.0, sep_bias=7.0, cross_scale=5.0)
+TINY_TIED_BIN = Spec(
+    tied=True, weights="bin", position_ids=True, seed=1, head_scale=30.0, sep_bias=6.0, cross_scale=5.0
+)
+# Full size (ViT-base/224 + 2-layer BERT, 111 M parameters). sep_bias 38 gives outputs from 6 to
+# 300 tokens over the shared images.
+FULL = Spec(full=True, head_scale=30.0, sep_bias=38.0, cross_scale=5.0)
+
+
+def pytest_configure(config):
+    assert len(IMAGES) == 14, f"expected the 14 shared images, found {len(IMAGES)}"
+
+
+class Built:
+    """A checkpoint folder with its transformers oracle."""
+
+    def __init__(self, folder, spec: Spec):
+        self.folder = folder
+        self.spec = spec
+        self.torch_model = write_checkpoint(folder, spec)
+        self.oracle = load_oracle(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Built:
+    return Built(tmp_path_factory.mktemp("tiny"), TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_tied_bin(tmp_path_factory) -> Built:
+    return Built(tmp_path_factory.mktemp("tiny_tied_bin"), TINY_TIED_BIN)
+
+
+@pytest.fixture(scope="session")
+def full(tmp_path_factory) -> Built:
+    return Built(tmp_path_factory.mktemp("full"), FULL)
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(tiny):
+    return mlx_mangaocr.load_mlx_processor(tiny.folder)
+
+
+@pytest.fixture(scope="session")
+def full_processor(full):
+    return mlx_mangaocr.load_mlx_processor(full.folder)
+
+
+def pytest_terminal_summary(terminalreporter):
+    from oracle import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("parity figures measured in this run")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value}")

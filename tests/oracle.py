@@ -1,0 +1,86 @@
+"""What upstream manga-ocr and transformers give, computed the way they compute it."""
+
+from __future__ import annotations
+
+import re
+
+import jaconv
+import mlx.core as mx
+import numpy as np
+import torch
+from PIL import Image
+from transformers import BertJapaneseTokenizer, ViTImageProcessorPil
+
+
+def upstream_post_process(text: str) -> str:
+    """manga_ocr/ocr.py's post_process, verbatim."""
+    text = "".join(text.split())
+    text = text.replace("…", "...")
+    text = re.sub("[・.]{2,}", lambda x: (x.end() - x.start()) * ".", text)
+    text = jaconv.h2z(text, ascii=True, digit=True)
+    return text
+
+
+def pixel_values(folder, image) -> torch.Tensor:
+    """Upstream preprocessing: L -> RGB, then transformers' ViT image processor (PIL backend)."""
+    processor = ViTImageProcessorPil.from_pretrained(folder)
+    if not isinstance(image, Image.Image):
+        image = Image.open(image)
+    image = image.convert("L").convert("RGB")
+    return processor(image, return_tensors="pt").pixel_values
+
+
+def trim(sequence: list[int], eos: int = 3) -> list[int]:
+    """A generate() row up to and including its first end token (drops the padding after it)."""
+    if eos in sequence[1:]:
+        return sequence[: sequence.index(eos, 1) + 1]
+    return sequence
+
+
+def hf_generate(model, pixels: torch.Tensor, **kwargs) -> list[list[int]]:
+    with torch.no_grad():
+        out = model.generate(pixels, **kwargs)
+    return [trim(row) for row in out.tolist()]
+
+
+def tokenizer(folder) -> BertJapaneseTokenizer:
+    return BertJapaneseTokenizer.from_pretrained(folder)
+
+
+def upstream_text(tok: BertJapaneseTokenizer, ids: list[int]) -> str:
+    return upstream_post_process(tok.decode(ids, skip_special_tokens=True))
+
+
+class TorchStepper:
+    """Drives this library's search code with transformers' logits (and transformers' cache), so
+    that the search logic is compared with ``generate`` free of any floating-point difference."""
+
+    def __init__(self, model, pixels: torch.Tensor, copies: int = 1):
+        self.model = model
+        with torch.no_grad():
+            hidden = model.encoder(pixels).last_hidden_state
+        self.hidden = hidden.repeat_interleave(copies, dim=0)
+        self.rows = self.hidden.shape[0]
+        self.past = None
+
+    def __call__(self, tokens: np.ndarray) -> mx.array:
+        with torch.no_grad():
+            out = self.model.decoder(
+                input_ids=torch.from_numpy(np.asarray(tokens, dtype=np.int64)).view(-1, 1),
+                encoder_hidden_states=self.hidden,
+                past_key_values=self.past,
+                use_cache=True,
+            )
+        self.past = out.past_key_values
+        return mx.array(out.logits[:, -1].float().numpy())
+
+    def reorder(self, rows: np.ndarray) -> None:
+        self.past.reorder_cache(torch.from_numpy(np.asarray(rows, dtype=np.int64)))
+
+
+# Parity figures measured by the tests, printed at the end of the run (see conftest.py).
+FIGURES: dict[str, str] = {}
+
+
+def record(name: str, value) -> None:
+    FIGURES[name] = f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,112 @@
+"""The app-facing API: load_mlx_processor(path).process_image(img) and its options."""
+
+import numpy as np
+import pytest
+from checkpoints import IMAGES
+from oracle import hf_generate, pixel_values, tokenizer, upstream_text
+from PIL import Image
+
+from mlx_mangaocr import InvalidImageError, MangaOcrError, load_mlx_processor
+
+
+def test_default_decoding_is_the_checkpoints_beam_search(tiny, tiny_processor):
+    gen = tiny_processor.generation_config
+    assert (gen.num_beams, gen.no_repeat_ngram_size, gen.length_penalty, gen.early_stopping, gen.max_length) == (
+        4,
+        3,
+        2.0,
+        True,
+        300,
+    )
+    tok = tokenizer(tiny.folder)
+    for path in IMAGES[:4]:
+        upstream = hf_generate(tiny.oracle, pixel_values(tiny.folder, path), max_length=300)[0]  # as manga-ocr calls it
+        assert tiny_processor.process_image(path) == upstream_text(tok, upstream)
+
+
+def test_keywords_override_only_themselves(tiny, tiny_processor):
+    path = IMAGES[5]
+    pixels = pixel_values(tiny.folder, path)
+    # num_beams=1 alone keeps no_repeat_ngram_size=3, as generate(num_beams=1) does
+    assert tiny_processor.generate_ids([path], num_beams=1) == hf_generate(tiny.oracle, pixels, num_beams=1)
+    assert tiny_processor.generate_ids([path], num_beams=1) != tiny_processor.generate_ids(
+        [path], num_beams=1, no_repeat_ngram_size=0
+    )
+    # max_length counts the start token
+    short = tiny_processor.generate_ids([path], max_length=5)[0]
+    assert len(short) == 5 and short == hf_generate(tiny.oracle, pixels, max_length=5)[0]
+    assert tiny_processor.generation_config.num_beams == 4  # the defaults were not changed
+
+
+def test_every_input_form_gives_the_same_text(tiny_processor):
+    path = IMAGES[2]
+    img = Image.open(path)
+    expected = tiny_processor.process_image(path, num_beams=1)
+    for form in (str(path), path.read_bytes(), img, np.asarray(img.convert("RGB")), np.asarray(img.convert("L"))):
+        assert tiny_processor.process_image(form, num_beams=1) == expected
+
+
+def test_process_images_keeps_order_and_accepts_iterables(tiny_processor):
+    expected = [tiny_processor.process_image(p, num_beams=1) for p in IMAGES[:5]]
+    assert tiny_processor.process_images(IMAGES[:5], batch_size=2, num_beams=1) == expected
+    assert list(tiny_processor.iter_images(iter(IMAGES[:5]), batch_size=3, num_beams=1)) == expected
+
+
+def test_bad_decoding_options(tiny_processor):
+    with pytest.raises(TypeError, match="unknown decoding option"):
+        tiny_processor.process_image(IMAGES[0], num_beam=2)
+    with pytest.raises(ValueError, match="num_beams"):
+        tiny_processor.process_image(IMAGES[0], num_beams=0)
+    with pytest.raises(ValueError, match="max_length"):
+        tiny_processor.process_image(IMAGES[0], max_length=1)
+    with pytest.raises(ValueError, match="decoder positions"):
+        tiny_processor.process_image(IMAGES[0], max_length=1000)
+    with pytest.raises(ValueError, match="batch_size"):
+        tiny_processor.process_images(IMAGES[:2], batch_size=0)
+
+
+def _bad_images(tmp_path):
+    yield "missing", tmp_path / "nope.png", "image file not found"
+    yield "directory", tmp_path, "got a directory"
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    yield "empty file", empty, "not an image"
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    yield "not an image", text, "not an image"
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(IMAGES[0].read_bytes()[:600])
+    yield "truncated jpeg", truncated, "could not be decoded"
+    yield "float array", np.zeros((10, 10), dtype=np.float32), "must be uint8"
+    yield "5-D array", np.zeros((2, 2, 2, 2, 2), dtype=np.uint8), r"must be \(H, W\)"
+    yield "empty array", np.zeros((0, 5), dtype=np.uint8), "empty"
+    yield "wrong type", 42, "unsupported image input"
+
+
+def test_bad_images_raise_one_exported_exception(tiny_processor, tmp_path):
+    assert issubclass(InvalidImageError, MangaOcrError) and issubclass(InvalidImageError, ValueError)
+    for _name, image, message in _bad_images(tmp_path):
+        with pytest.raises(InvalidImageError, match=message):
+            tiny_processor.process_image(image)
+        with pytest.raises(InvalidImageError, match=message):
+            tiny_processor.process_images([IMAGES[0], image])  # one bad image in a batch is named too
+
+
+def test_load_from_a_converted_folder_and_from_hf_folder_agree(tiny, tiny_processor, tmp_path):
+    import convert
+
+    out = convert.convert(str(tiny.folder), tmp_path / "mlx")
+    assert load_mlx_processor(out).process_image(IMAGES[7]) == tiny_processor.process_image(IMAGES[7])
+
+
+def test_command_line_prints_text_and_reports_bad_files(tiny, tiny_processor, tmp_path, capsys):
+    from mlx_mangaocr.cli import main
+
+    assert main([str(IMAGES[0]), "--model", str(tiny.folder), "--decoding", "greedy"]) == 0
+    assert capsys.readouterr().out.strip() == tiny_processor.process_image(IMAGES[0], num_beams=1)
+    assert main([str(IMAGES[1]), str(tmp_path / "missing.png"), "--model", str(tiny.folder)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"{IMAGES[1]}\t{tiny_processor.process_image(IMAGES[1])}"
+    assert "image file not found" in captured.err
+    assert main([str(IMAGES[0]), "--model", str(tmp_path / "no-model")]) == 2
+    assert "model folder not found" in capsys.readouterr().err

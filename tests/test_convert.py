@@ -1,0 +1,194 @@
+"""``python -m convert`` and the loader: round trips, dtypes, the hub path, and clear errors."""
+
+import json
+import shutil
+import sys
+
+import mlx.core as mx
+import pytest
+from checkpoints import IMAGES
+from mlx.utils import tree_flatten
+from oracle import hf_generate, pixel_values
+from safetensors.numpy import load_file, save_file
+
+import convert
+from convert.__main__ import main as convert_main
+from mlx_mangaocr import ModelLoadError, load_mlx_processor
+from mlx_mangaocr.loading import load_checkpoint
+
+CONVERTED_FILES = {
+    "model.safetensors",
+    "config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+}
+
+
+def _params(processor):
+    return dict(tree_flatten(processor.model.parameters()))
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_tied_bin"])
+def test_round_trip_both_weight_formats(name, request, tmp_path):
+    built = request.getfixturevalue(name)
+    out = convert.convert(str(built.folder), tmp_path / "mlx")
+    assert {p.name for p in out.iterdir()} == CONVERTED_FILES
+    _, metadata = mx.load(str(out / "model.safetensors"), return_metadata=True)
+    assert metadata == {"format": "mlx"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["mlx_mangaocr"]["dtype"] == "float32"
+    assert config["num_beams"] == 4 and config["no_repeat_ngram_size"] == 3 and config["max_length"] == 300
+
+    source, converted = load_mlx_processor(built.folder), load_mlx_processor(out)
+    a, b = _params(source), _params(converted)
+    assert a.keys() == b.keys()
+    assert all(mx.array_equal(a[k], b[k]) for k in a)
+    assert converted.generation_config == source.generation_config
+    for path in IMAGES[:3]:
+        theirs = hf_generate(built.oracle, pixel_values(built.folder, path))[0]
+        assert converted.generate_ids([path])[0] == theirs
+    # Converting the converted folder again changes nothing (sanitize is idempotent).
+    again = convert.convert(str(out), tmp_path / "again")
+    c = _params(load_mlx_processor(again))
+    assert all(mx.array_equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_reduced_precision_conversion(tiny, tmp_path, dtype):
+    out = convert.convert(str(tiny.folder), tmp_path / dtype, dtype=dtype)
+    stored = mx.load(str(out / "model.safetensors"))
+    assert {v.dtype for v in stored.values()} == {getattr(mx, dtype)}
+    processor = load_mlx_processor(out)
+    assert processor.config.dtype == dtype
+    assert processor.model.encoder.layernorm.weight.dtype == getattr(mx, dtype)
+    ids = processor.generate_ids([IMAGES[0]], num_beams=1, max_length=8)[0]
+    assert ids[0] == 2 and 2 <= len(ids) <= 8
+    # The loader can cast back up on request.
+    assert load_checkpoint(out, dtype="float32").model.encoder.layernorm.weight.dtype == mx.float32
+
+
+def test_refuses_to_overwrite_unless_forced(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert convert_main([str(tiny.folder), "-o", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert convert_main([str(tiny.folder), "-o", str(out)]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert convert_main([str(tiny.folder), "-o", str(out), "--force"]) == 0
+
+
+def test_default_output_is_the_user_model_cache(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLX_MANGAOCR_HOME", str(tmp_path / "home"))
+    assert convert.default_output("kha-white/manga-ocr-base", "float32") == tmp_path / "home" / "manga-ocr-base"
+    assert convert.default_output("kha-white/manga-ocr-base", "float16") == tmp_path / "home" / "manga-ocr-base-float16"
+    out = convert.convert(str(tiny.folder))
+    assert out == tmp_path / "home" / tiny.folder.name and (out / "model.safetensors").is_file()
+
+
+def _copy(built, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(built.folder, folder)
+    return folder
+
+
+def _edit_config(folder, edit):
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _edit_weights(folder, edit):
+    weights = load_file(str(folder / "model.safetensors"))
+    edit(weights)
+    save_file(weights, str(folder / "model.safetensors"))
+
+
+def _bad_cases():
+    yield "missing folder", None, "model folder not found"
+    yield "no config", lambda f: (f / "config.json").unlink(), "no config.json"
+    yield (
+        "another architecture",
+        lambda f: _edit_config(f, lambda c: c.update(model_type="bert")),
+        "expected a 'vision-encoder-decoder'",
+    )
+    yield (
+        "encoder not ViT",
+        lambda f: _edit_config(f, lambda c: c["encoder"].update(model_type="swin")),
+        "only a ViT encoder",
+    )
+    yield (
+        "decoder not BERT",
+        lambda f: _edit_config(f, lambda c: c["decoder"].update(model_type="gpt2")),
+        "only a BERT decoder",
+    )
+    yield "config not JSON", lambda f: (f / "config.json").write_text("{oops"), "cannot read"
+    yield "no vocab", lambda f: (f / "vocab.txt").unlink(), "no vocab.txt"
+    yield "short vocab", lambda f: (f / "vocab.txt").write_text("[PAD]\n[UNK]\n"), "wrong vocab"
+    yield "no weights", lambda f: (f / "model.safetensors").unlink(), "has no weights"
+    yield "corrupt weights", lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 64), "corrupt"
+    yield (
+        "truncated weights",
+        lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:5000]),
+        "corrupt",
+    )
+    yield (
+        "missing tensor",
+        lambda f: _edit_weights(f, lambda w: w.pop("decoder.bert.encoder.layer.1.crossattention.self.key.weight")),
+        "missing tensor(s), e.g. decoder.bert.encoder.layer.1.crossattention.self.key.weight",
+    )
+    yield (
+        "misshaped tensor",
+        lambda f: _edit_weights(
+            f, lambda w: w.update({"encoder.layernorm.weight": w["encoder.layernorm.weight"][:10]})
+        ),
+        "encoder.layernorm.weight: (10,) in the file, (64,) expected",
+    )
+    yield (
+        "config of another size",
+        lambda f: _edit_config(f, lambda c: c["encoder"].update(num_hidden_layers=3)),
+        "missing tensor(s)",
+    )
+
+
+@pytest.mark.parametrize("name,damage,message", list(_bad_cases()), ids=lambda x: x if isinstance(x, str) else "")
+def test_bad_checkpoints_get_clear_errors(tiny, tmp_path, name, damage, message):
+    folder = tmp_path / "does-not-exist" if damage is None else _copy(tiny, tmp_path)
+    if damage is not None:
+        damage(folder)
+    with pytest.raises(ModelLoadError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_mlx_processor(folder)
+    assert convert_main([str(folder), "-o", str(tmp_path / "out")]) == 1
+
+
+def test_bin_without_torch_says_what_to_install(tiny_tied_bin, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(ModelLoadError, match="needs PyTorch to read: pip install torch"):
+        load_mlx_processor(tiny_tied_bin.folder)
+
+
+def _fake_hub_cache(cache, repo_id, source):
+    """Lay ``source`` out as huggingface-hub caches a download of ``repo_id``."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(source, repo / "snapshots" / commit)
+    return repo / "snapshots" / commit
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_tied_bin"])
+def test_hub_id_resolves_through_huggingface_hub(name, request, tmp_path, monkeypatch):
+    """The real hub code path, served from a prepared cache with the hub unreachable (offline)."""
+    import huggingface_hub.constants as hub
+
+    built = request.getfixturevalue(name)
+    snapshot = _fake_hub_cache(tmp_path / "hub", "someone/manga-ocr-test", built.folder)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    processor = load_mlx_processor("someone/manga-ocr-test")
+    assert processor.checkpoint.source == snapshot
+    assert processor.generate_ids([IMAGES[0]])[0] == hf_generate(built.oracle, pixel_values(built.folder, IMAGES[0]))[0]
+    out = convert.convert("someone/manga-ocr-test", tmp_path / "converted")
+    assert (out / "model.safetensors").is_file()
+    with pytest.raises(ModelLoadError, match="offline and not in the Hugging Face cache"):
+        load_mlx_processor("someone/not-downloaded")
