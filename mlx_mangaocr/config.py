@@ -21,6 +21,7 @@ GENERATION_KEYS = (
     "eos_token_id",
     "pad_token_id",
     "max_length",
+    "min_length",
     "num_beams",
     "no_repeat_ngram_size",
     "length_penalty",
@@ -90,6 +91,7 @@ class GenerationConfig:
     eos_token_id: int | None = None
     pad_token_id: int | None = None
     max_length: int = 20
+    min_length: int = 0
     num_beams: int = 1
     no_repeat_ngram_size: int = 0
     length_penalty: float = 1.0
@@ -120,6 +122,8 @@ class GenerationConfig:
             raise ValueError(f"num_beams must be a whole number >= 1, got {self.num_beams!r}")
         if not isinstance(self.max_length, int) or self.max_length < 2:
             raise ValueError(f"max_length counts the start token and must be at least 2, got {self.max_length!r}")
+        if not isinstance(self.min_length, int) or not 0 <= self.min_length <= self.max_length:
+            raise ValueError(f"min_length must be a whole number from 0 to max_length, got {self.min_length!r}")
         if not isinstance(self.no_repeat_ngram_size, int) or self.no_repeat_ngram_size < 0:
             raise ValueError(f"no_repeat_ngram_size must be a whole number >= 0, got {self.no_repeat_ngram_size!r}")
         if self.early_stopping not in (True, False, "never"):

@@ -33,11 +33,19 @@ def banned_ngram_tokens(sequence: np.ndarray, ngram_size: int) -> np.ndarray:
     return np.unique(windows[matches, -1])
 
 
-def _ban(scores: np.ndarray, sequences: np.ndarray, ngram_size: int) -> np.ndarray:
-    """Set the banned tokens of every row of ``scores`` (rows, vocab) to -inf, in place."""
-    if ngram_size:
+def _needs_bans(sequences: np.ndarray, gen: GenerationConfig) -> bool:
+    cur_len = sequences.shape[-1]
+    return cur_len < gen.min_length or (gen.no_repeat_ngram_size and cur_len >= gen.no_repeat_ngram_size)
+
+
+def _ban(scores: np.ndarray, sequences: np.ndarray, gen: GenerationConfig) -> np.ndarray:
+    """Set the tokens banned for each row of ``scores`` (rows, vocab) to -inf, in place, as
+    transformers' MinLength and NoRepeatNGram logits processors do."""
+    if sequences.shape[-1] < gen.min_length:
+        scores[:, gen.eos_token_id] = -np.inf
+    if gen.no_repeat_ngram_size:
         for row, seq in enumerate(sequences):
-            banned = banned_ngram_tokens(seq, ngram_size)
+            banned = banned_ngram_tokens(seq, gen.no_repeat_ngram_size)
             if banned.size:
                 scores[row, banned] = -np.inf
     return scores
@@ -84,8 +92,8 @@ def greedy_search(step: ModelStepper, gen: GenerationConfig) -> list[list[int]]:
     lengths = np.full(batch, gen.max_length)
     for _ in range(gen.max_length - 1):
         logits = step(sequences[:, -1])
-        if gen.no_repeat_ngram_size and sequences.shape[1] >= gen.no_repeat_ngram_size:
-            mask = _ban(np.zeros(logits.shape, np.float32), sequences, gen.no_repeat_ngram_size)
+        if _needs_bans(sequences, gen):
+            mask = _ban(np.zeros(logits.shape, np.float32), sequences, gen)
             logits = logits + mx.array(mask)
         tokens = np.array(mx.argmax(logits, axis=-1)).astype(np.int64)  # the one sync of the step
         tokens = np.where(finished, pad, tokens)
@@ -141,7 +149,8 @@ def beam_search(step: ModelStepper, gen: GenerationConfig) -> list[list[int]]:
         logits = step(running_sequences[:, :, cur_len - 1].reshape(-1))
         log_probs = np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True))  # one sync per step
         flat_running = running_sequences[:, :, :cur_len].reshape(batch * beams, cur_len)
-        log_probs = _ban(log_probs, flat_running, gen.no_repeat_ngram_size)
+        if _needs_bans(flat_running, gen):
+            log_probs = _ban(log_probs, flat_running, gen)
         vocab = log_probs.shape[-1]
         log_probs = log_probs.reshape(batch, beams, vocab) + running_beam_scores[:, :, None]
         log_probs = log_probs.reshape(batch, beams * vocab)

@@ -30,6 +30,20 @@ def pixel_values(folder, image) -> torch.Tensor:
     return processor(image, return_tensors="pt").pixel_values
 
 
+def generated_images():
+    """Images of awkward sizes and modes, made here (name, PIL image)."""
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, size=(97, 31, 3), dtype=np.uint8)
+    yield "rgb-noise-tall", Image.fromarray(noise)
+    yield "rgba", Image.fromarray(rng.integers(0, 256, size=(40, 300, 4), dtype=np.uint8), mode="RGBA")
+    yield "gray-1x1", Image.fromarray(np.array([[200]], dtype=np.uint8), mode="L")
+    yield "wide-1x500", Image.fromarray(rng.integers(0, 256, size=(1, 500), dtype=np.uint8), mode="L")
+    yield "palette", Image.fromarray(noise).convert("P")
+    yield "bilevel", Image.fromarray(noise).convert("1")
+    yield "exact-224", Image.fromarray(rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8))
+    yield "upscale-10x12", Image.fromarray(rng.integers(0, 256, size=(12, 10, 3), dtype=np.uint8))
+
+
 def trim(sequence: list[int], eos: int = 3) -> list[int]:
     """A generate() row up to and including its first end token (drops the padding after it)."""
     if eos in sequence[1:]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from checkpoints import IMAGES, Spec
 from conftest import Built
-from oracle import TorchStepper, hf_generate, pixel_values, record, tokenizer, upstream_text
+from oracle import TorchStepper, generated_images, hf_generate, pixel_values, record, tokenizer, upstream_text
 
 from mlx_mangaocr import load_mlx_processor
 from mlx_mangaocr.config import GenerationConfig
@@ -26,6 +26,8 @@ SETTINGS = [
     {"num_beams": 3, "length_penalty": 0.5, "early_stopping": False, "max_length": 60},
     {"num_beams": 2, "early_stopping": "never", "no_repeat_ngram_size": 2, "max_length": 50},
     {"num_beams": 4, "max_length": 5},
+    {"num_beams": 1, "min_length": 17, "max_length": 17},  # EOS banned: exactly 16 new tokens
+    {"num_beams": 4, "min_length": 12, "max_length": 40},
 ]
 
 
@@ -82,6 +84,13 @@ def _compare_on_shared_images(built, processor, label, end_to_end=True):
 
 def test_tiny_ids_and_strings_equal_transformers(tiny, tiny_processor):
     _compare_on_shared_images(tiny, tiny_processor, "tiny")
+
+
+def test_tiny_ids_equal_transformers_on_generated_images(tiny, tiny_processor):
+    for name, image in generated_images():
+        for settings in ({"num_beams": 1}, {}):
+            theirs = hf_generate(tiny.oracle, pixel_values(tiny.folder, image), **settings)[0]
+            assert tiny_processor.generate_ids([image], **settings)[0] == theirs, name
 
 
 def test_full_size_ids_and_strings_equal_transformers(full, full_processor):

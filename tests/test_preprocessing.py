@@ -5,23 +5,10 @@ import io
 import numpy as np
 import pytest
 from checkpoints import IMAGES
-from oracle import pixel_values
+from oracle import generated_images, pixel_values
 from PIL import Image
 
 from mlx_mangaocr.image_processing import ImageProcessor, load_image
-
-
-def _generated_images():
-    rng = np.random.default_rng(0)
-    noise = rng.integers(0, 256, size=(97, 31, 3), dtype=np.uint8)
-    yield "rgb-noise-tall", Image.fromarray(noise)
-    yield "rgba", Image.fromarray(rng.integers(0, 256, size=(40, 300, 4), dtype=np.uint8), mode="RGBA")
-    yield "gray-1x1", Image.fromarray(np.array([[200]], dtype=np.uint8), mode="L")
-    yield "wide-1x500", Image.fromarray(rng.integers(0, 256, size=(1, 500), dtype=np.uint8), mode="L")
-    yield "palette", Image.fromarray(noise).convert("P")
-    yield "bilevel", Image.fromarray(noise).convert("1")
-    yield "exact-224", Image.fromarray(rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8))
-    yield "upscale-10x12", Image.fromarray(rng.integers(0, 256, size=(12, 10, 3), dtype=np.uint8))
 
 
 @pytest.mark.parametrize("path", IMAGES, ids=[p.name for p in IMAGES])
@@ -32,7 +19,7 @@ def test_shared_images_match_transformers_exactly(tiny, path):
     np.testing.assert_array_equal(ours, theirs)
 
 
-@pytest.mark.parametrize("name,image", list(_generated_images()), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize("name,image", list(generated_images()), ids=lambda x: x if isinstance(x, str) else "")
 def test_generated_images_match_transformers_exactly(tiny, name, image):
     ours = ImageProcessor.from_folder(tiny.folder)(image)
     theirs = pixel_values(tiny.folder, image)[0].permute(1, 2, 0).numpy()
