@@ -31,7 +31,10 @@ def load_openblas() -> str | None:
     if loaded_blas or not sys.platform.startswith("linux") or os.environ.get("MLX_MANGAOCR_NO_OPENBLAS"):
         return loaded_blas
     if "mlx.core" in sys.modules:
-        log.info("mlx was imported before mlx_mangaocr: OpenBLAS not loaded (import mlx_mangaocr first)")
+        log.warning(
+            "mlx was imported before mlx_mangaocr, too late to load OpenBLAS: CPU matmuls use MLX's slow "
+            "reference BLAS. Import mlx_mangaocr first (or set MLX_MANGAOCR_NO_OPENBLAS=1 to silence this)."
+        )
         return None
     found = ctypes.util.find_library("openblas")
     for path in ([found] if found else []) + list(_CANDIDATES):

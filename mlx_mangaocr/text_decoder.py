@@ -141,10 +141,6 @@ class TextDecoder(nn.Module):
 
     def make_cache(self, batch: int, capacity: int, dtype: mx.Dtype = mx.float32) -> list[KVCache]:
         c = self.config
-        if capacity > c.max_position_embeddings:
-            raise ValueError(
-                f"max_length {capacity} exceeds the decoder's {c.max_position_embeddings} position embeddings"
-            )
         head_dim = c.hidden_size // c.num_attention_heads
         return [KVCache(batch, c.num_attention_heads, head_dim, capacity, dtype) for _ in self.bert.encoder.layer]
 
