@@ -11,16 +11,13 @@ os.environ.setdefault("MLX_ENABLE_TF32", "0")  # fp32 parity on CUDA; no effect 
 import torch  # noqa: E402,F401,I001
 import mlx_mangaocr  # noqa: E402
 import pytest  # noqa: E402
-from checkpoints import IMAGES, Spec, load_oracle, write_checkpoint  # noqa: E402
+from benchmarks.synthetic import FULL, IMAGES, Spec, load_oracle, write_checkpoint  # noqa: E402
 
 # Tiny checkpoints keep the real layout, vocabulary and image size, with a narrow model.
 TINY = Spec(head_scale=30.0, sep_bias=7.0, cross_scale=5.0)
 TINY_TIED_BIN = Spec(
     tied=True, weights="bin", position_ids=True, seed=1, head_scale=30.0, sep_bias=6.0, cross_scale=5.0
 )
-# Full size (ViT-base/224 + 2-layer BERT, 111 M parameters). sep_bias 38 gives outputs from 6 to
-# 300 tokens over the shared images.
-FULL = Spec(full=True, head_scale=30.0, sep_bias=38.0, cross_scale=5.0)
 
 
 def pytest_configure(config):

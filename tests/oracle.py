@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
-import jaconv
 import mlx.core as mx
 import numpy as np
 import torch
 from PIL import Image
 from transformers import BertJapaneseTokenizer, ViTImageProcessorPil
 
-
-def upstream_post_process(text: str) -> str:
-    """manga_ocr/ocr.py's post_process, verbatim."""
-    text = "".join(text.split())
-    text = text.replace("…", "...")
-    text = re.sub("[・.]{2,}", lambda x: (x.end() - x.start()) * ".", text)
-    text = jaconv.h2z(text, ascii=True, digit=True)
-    return text
+from benchmarks.upstream import post_process as upstream_post_process
 
 
 def pixel_values(folder, image) -> torch.Tensor:

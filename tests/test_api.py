@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from checkpoints import IMAGES
 from oracle import hf_generate, pixel_values, tokenizer, upstream_text
 from PIL import Image
 
+from benchmarks.synthetic import IMAGES
 from mlx_mangaocr import InvalidImageError, MangaOcrError, load_mlx_processor
 
 

@@ -6,12 +6,12 @@ import sys
 
 import mlx.core as mx
 import pytest
-from checkpoints import IMAGES
 from mlx.utils import tree_flatten
 from oracle import hf_generate, pixel_values
 from safetensors.numpy import load_file, save_file
 
 import convert
+from benchmarks.synthetic import IMAGES
 from convert.__main__ import main as convert_main
 from mlx_mangaocr import ModelLoadError, load_mlx_processor
 from mlx_mangaocr.loading import load_checkpoint

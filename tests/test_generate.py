@@ -10,10 +10,10 @@ Two kinds of check:
 
 import numpy as np
 import pytest
-from checkpoints import IMAGES, Spec
 from conftest import Built
 from oracle import TorchStepper, generated_images, hf_generate, pixel_values, record, tokenizer, upstream_text
 
+from benchmarks.synthetic import IMAGES, Spec
 from mlx_mangaocr import load_mlx_processor
 from mlx_mangaocr.config import GenerationConfig
 from mlx_mangaocr.generate import banned_ngram_tokens, beam_search, greedy_search

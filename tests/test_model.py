@@ -11,9 +11,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from checkpoints import IMAGES
 from oracle import pixel_values, record
 
+from benchmarks.synthetic import IMAGES
 from mlx_mangaocr.loading import read_weights
 
 ENCODER_ATOL = 5e-5

@@ -4,10 +4,10 @@ import io
 
 import numpy as np
 import pytest
-from checkpoints import IMAGES
 from oracle import generated_images, pixel_values
 from PIL import Image
 
+from benchmarks.synthetic import IMAGES
 from mlx_mangaocr.image_processing import ImageProcessor, load_image
 
 

@@ -1,5 +1,7 @@
 """Random-weight manga-ocr checkpoints in the real Hugging Face layout, built with transformers.
 
+Used by the tests (as the oracle's model) and by ``python -m benchmarks --synthetic``.
+
 The real kha-white/manga-ocr-base weights cannot be downloaded here, so tests build checkpoints
 of the same architecture and file layout (see ../shared/MODEL.md) and use transformers as the
 oracle. Random logits are nearly flat, so the LM head input is scaled up to separate the argmax,
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(os.environ.get("MANGAOCR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 EXAMPLES = SHARED / "data" / "manga-ocr-examples"
 IMAGES = sorted((EXAMPLES / "images").glob("*.jpg"))
 
@@ -83,6 +86,11 @@ class Spec:
     sep_bias: float = 0.0  # added to the [SEP] logit: higher ends sooner
     cross_scale: float = 1.0  # multiplies the cross-attention output: lets the image steer the text
     position_ids: bool = False  # include the legacy position_ids buffer
+
+
+# Full size (ViT-base/224 + 2-layer BERT, 111 M parameters), as the tests and the benchmark use it:
+# sep_bias 38 gives outputs from 6 to 300 tokens over the shared images.
+FULL = Spec(full=True, head_scale=30.0, sep_bias=38.0, cross_scale=5.0)
 
 
 def vocab_tokens() -> list[str]:

@@ -1,0 +1,136 @@
+"""MLX against PyTorch, side by side: ``python -m benchmarks --model PATH_OR_HUB_ID`` or ``--synthetic``.
+
+Each side runs in its own fresh process (``benchmarks.measure``; cold starts in
+``benchmarks.cold``) on the same images; this process compares their outputs and writes
+``results.json`` (every raw figure), ``results.md`` (ratios) and ``results.png`` (chart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from . import environment, report
+
+ROOT = Path(__file__).resolve().parents[1]  # the workers run as `python -m benchmarks.*` from here
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+
+
+def _images(spec: list[str] | None) -> list[str]:
+    from .synthetic import EXAMPLES
+
+    spec = spec or [str(EXAMPLES / "images")]
+    files: list[str] = []
+    for item in spec:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(str(path))
+        else:
+            raise SystemExit(f"error: no such image or folder: {path}")
+    if not files:
+        raise SystemExit(f"error: no images found in {spec}")
+    return files
+
+
+def _run(args: list[str], capture: bool = False) -> str:
+    env = {**os.environ, "MLX_ENABLE_TF32": os.environ.get("MLX_ENABLE_TF32", "0")}
+    print("+", shlex.join(args), file=sys.stderr, flush=True)
+    done = subprocess.run([sys.executable, *args], env=env, capture_output=capture, text=True, cwd=ROOT)
+    if done.returncode:
+        raise SystemExit(
+            f"error: {shlex.join(args)} failed ({done.returncode}){': ' + done.stderr[-2000:] if capture else ''}"
+        )
+    return done.stdout if capture else ""
+
+
+def _cold(side: str, model: str, image: str, args, runs: int) -> dict:
+    extra = ["--dtype", args.dtype] if side == "mlx" and args.dtype else []
+    extra += ["--torch-device", args.torch_device] if side == "torch" else []
+    samples = [
+        json.loads(_run(["-m", "benchmarks.cold", side, model, image, *extra], capture=True)) for _ in range(runs)
+    ]
+    out = {key: statistics.median(s[key] for s in samples) for key in samples[0]}
+    out["runs"] = samples
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="hub id or Hugging Face folder (the PyTorch side's model)")
+    source.add_argument("--synthetic", action="store_true", help="build a full-size random-weight checkpoint (offline)")
+    parser.add_argument("--mlx-model", help="MLX side's model folder (default: --model converted to OUT/mlx-model)")
+    parser.add_argument("--images", nargs="+", help="image files or folders (default: the shared example images)")
+    parser.add_argument("--torch-device", default="auto", choices=["auto", "mps", "cuda", "cpu"])
+    parser.add_argument("--decoding", default="both", choices=["greedy", "beam", "both"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[1, 4, 16], help="throughput batch sizes")
+    parser.add_argument("--throughput-images", type=int, default=16)
+    parser.add_argument("--fixed-lengths", type=int, nargs="*", default=[16, 64])
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per image")
+    parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/latest")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = _images(args.images)
+    if args.synthetic:
+        from .synthetic import FULL, write_checkpoint
+
+        model = out / "synthetic-checkpoint"
+        if not (model / "config.json").is_file():
+            write_checkpoint(model, FULL)
+        model = str(model)
+    else:
+        model = args.model
+    mlx_model = args.mlx_model
+    if not mlx_model:
+        mlx_model = str(out / f"mlx-model-{args.dtype}")
+        if not (Path(mlx_model) / "model.safetensors").is_file():
+            _run(["-m", "convert", model, "-o", mlx_model, "--dtype", args.dtype, "--force"])
+
+    modes = ["greedy", "beam"] if args.decoding == "both" else [args.decoding]
+    common = ["--images", *images, "--decoding", *modes, "--repeat", str(args.repeat)]
+    common += ["--batch-sizes", *map(str, args.batch_size), "--throughput-images", str(args.throughput_images)]
+    common += ["--fixed-lengths", *map(str, args.fixed_lengths)]
+    _run(["-m", "benchmarks.measure", "mlx", "--model", mlx_model, "--out", str(out / "mlx.json"), *common])
+    _run([
+        "-m", "benchmarks.measure", "torch", "--model", model, "--torch-device", args.torch_device,
+        "--out", str(out / "torch.json"), "--reference", str(out / "mlx.json"), *common,
+    ])  # fmt: skip
+    mlx = json.loads((out / "mlx.json").read_text(encoding="utf-8"))
+    torch = json.loads((out / "torch.json").read_text(encoding="utf-8"))
+    results = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "model": "synthetic full-size random weights (benchmarks/synthetic.py FULL)" if args.synthetic else model,
+        "images": f"{len(images)} ({Path(images[0]).parent})",
+        "machine": environment.machine(),
+        "footprint": environment.footprint(),
+        "cold": {
+            "mlx": _cold("mlx", mlx_model, images[0], args, args.cold_runs),
+            "torch": _cold("torch", model, images[0], args, args.cold_runs),
+        },
+        "mlx": mlx,
+        "torch": torch,
+        "parity": report.parity(mlx, torch),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+    (out / "results.md").write_text(report.markdown(results), encoding="utf-8")
+    report.chart(results, out / "results.png")
+    print(out / "results.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

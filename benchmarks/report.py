@@ -1,0 +1,190 @@
+"""The benchmark's outputs: parity from both sides' ids, a Markdown table of ratios, a PNG chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def parity(mlx: dict, torch: dict) -> dict:
+    """Exact-match rates of token ids and final strings, per decoding mode, from real outputs."""
+    out = {}
+    for mode in mlx["modes"]:
+        ours, theirs = mlx["modes"][mode]["per_image"], torch["modes"][mode]["per_image"]
+        names = sorted(set(ours) & set(theirs))
+        same_ids = [n for n in names if ours[n]["ids"] == theirs[n]["ids"]]
+        same_text = [n for n in names if ours[n]["text"] == theirs[n]["text"]]
+        out[mode] = {
+            "images": len(names),
+            "ids_match": len(same_ids),
+            "text_match": len(same_text),
+            "ids_match_rate": len(same_ids) / len(names) if names else None,
+            "text_match_rate": len(same_text) / len(names) if names else None,
+            "differences": torch.get("margins", {}).get(mode, {}),
+        }
+    return out
+
+
+def _ratio(a, b) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "n/a"
+
+
+def _ms(seconds) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds is not None else "n/a"
+
+
+def _mb(n) -> str:
+    return f"{n / 2**20:.0f} MiB" if n is not None else "n/a"
+
+
+def inference_memory(side: dict) -> int | None:
+    """Memory a side needs to run, like for like: the device peak on a GPU (Metal, CUDA, MPS);
+    on the CPU, the growth of the process RSS above what it held once the model was loaded."""
+    device = side["facts"]["device"]
+    if device in ("cuda", "mps") or "gpu" in device:
+        return side["memory"].get("device_peak_bytes")
+    return side["memory"].get("rss_growth_bytes")
+
+
+def markdown(results: dict) -> str:
+    mlx, torch = results["mlx"], results["torch"]
+    lines = [
+        "# mlx-mangaocr vs PyTorch (transformers)",
+        "",
+        f"- date: {results['date']}",
+        f"- command: `{results['command']}`",
+        f"- machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
+        f"{_mb(results['machine']['memory_bytes'])}, {results['machine']['os']}",
+        f"- MLX {mlx['facts']['mlx_version']} on {mlx['facts']['device']} ({mlx['facts']['dtype']}), BLAS: {mlx['facts']['blas']}",
+        f"- PyTorch {torch['facts']['torch_version']} on {torch['facts']['device']}, BLAS: {torch['facts']['blas']}, "
+        f"{torch['facts']['threads']} threads",
+        f"- model: {results['model']}; images: {results['images']}",
+        "",
+        "Ratios are MLX / PyTorch: below 1 means MLX takes less time or memory; for throughput, above 1 "
+        "means MLX does more images per second.",
+        "",
+        "| decoding | metric | MLX | PyTorch | MLX / PyTorch |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, m in mlx["modes"].items():
+        t = torch["modes"][mode]
+        rows = [
+            ("end-to-end latency per image, median", m["end_to_end_s"]["median"], t["end_to_end_s"]["median"]),
+            ("end-to-end latency per image, p90", m["end_to_end_s"]["p90"], t["end_to_end_s"]["p90"]),
+            ("end-to-end per generated token", m["end_to_end_per_token_s"], t["end_to_end_per_token_s"]),
+            ("decode time per step (natural lengths)", m["decode_per_step_s"], t["decode_per_step_s"]),
+        ]
+        rows += [
+            (
+                f"decode time per step, {n} new tokens",
+                m["fixed_length"][n]["decode_per_step_s"],
+                t["fixed_length"][n]["decode_per_step_s"],
+            )
+            for n in m["fixed_length"]
+        ]
+        rows += [
+            ("encoder, median", m["encoder_s"]["median"], t["encoder_s"]["median"]),
+            ("preprocessing, median", m["preprocess_s"]["median"], t["preprocess_s"]["median"]),
+        ]
+        for name, a, b in rows:
+            lines.append(f"| {mode} | {name} | {_ms(a)} | {_ms(b)} | {_ratio(a, b)} |")
+        for bs in m["throughput"]:
+            a, b = m["throughput"][bs]["images_per_s"], t["throughput"][bs]["images_per_s"]
+            lines.append(f"| {mode} | throughput at batch {bs} | {a:.2f} img/s | {b:.2f} img/s | {_ratio(a, b)} |")
+        p = results["parity"][mode]
+        lines.append(
+            f"| {mode} | token ids identical | {p['ids_match']}/{p['images']} images | | {p['ids_match_rate']:.0%} |"
+        )
+        lines.append(
+            f"| {mode} | final strings identical | {p['text_match']}/{p['images']} images | | {p['text_match_rate']:.0%} |"
+        )
+        lines.append(
+            f"| {mode} | mean new tokens per image | {m['new_tokens_mean']:.1f} | {t['new_tokens_mean']:.1f} | |"
+        )
+    cm, ct = results["cold"]["mlx"], results["cold"]["torch"]
+    mm, tm = mlx["memory"], torch["memory"]
+    mlx_peak, t_peak = inference_memory(mlx), inference_memory(torch)
+    foot = results["footprint"]
+    lines += [
+        f"| all | cold load (import + weights, fresh process) | {cm['import_s'] + cm['load_s']:.2f} s | "
+        f"{ct['import_s'] + ct['load_s']:.2f} s | {_ratio(cm['import_s'] + cm['load_s'], ct['import_s'] + ct['load_s'])} |",
+        f"| all | first result after load (warm-up) | {cm['first_result_s']:.2f} s | {ct['first_result_s']:.2f} s | "
+        f"{_ratio(cm['first_result_s'], ct['first_result_s'])} |",
+        f"| all | peak inference memory (GPU: device peak; CPU: process RSS growth after load) | "
+        f"{_mb(mlx_peak)} | {_mb(t_peak)} | {_ratio(mlx_peak, t_peak)} |",
+        f"| all | MLX allocator peak (weights included) | {_mb(mm.get('device_peak_bytes'))} | | |",
+        f"| all | process peak RSS | {_mb(mm['process_peak_rss_bytes'])} | {_mb(tm['process_peak_rss_bytes'])} | "
+        f"{_ratio(mm['process_peak_rss_bytes'], tm['process_peak_rss_bytes'])} |",
+        f"| all | install footprint (runtime dependencies) | {_mb(foot['mlx']['bytes'])} | {_mb(foot['torch']['bytes'])} | "
+        f"{_ratio(foot['mlx']['bytes'], foot['torch']['bytes'])} |",
+        "",
+    ]
+    diffs = {mode: p["differences"] for mode, p in results["parity"].items() if p["differences"]}
+    if diffs:
+        lines += ["Where the ids differ (first differing position, PyTorch's logit margin there):", ""]
+        for mode, per_image in diffs.items():
+            for name, d in per_image.items():
+                margin = f"{d['logit_margin']:.3g}" if "logit_margin" in d else "n/a"
+                lines.append(f"- {mode} {name}: position {d['first_differing_step']}, margin {margin}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def chart(results: dict, path: Path) -> None:
+    """Latency per stage and memory, both sides, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = list(results["mlx"]["modes"])
+    stages = ["preprocess", "encoder", "decode step", "end-to-end"]
+    fig, axes = plt.subplots(1, len(modes) + 1, figsize=(5 * (len(modes) + 1), 4))
+    for ax, mode in zip(axes, modes, strict=False):
+        for offset, side in ((-0.2, "mlx"), (0.2, "torch")):
+            m = results[side]["modes"][mode]
+            values = [
+                m["preprocess_s"]["median"],
+                m["encoder_s"]["median"],
+                m["decode_per_step_s"],
+                m["end_to_end_s"]["median"],
+            ]
+            ax.bar([i + offset for i in range(len(stages))], [v * 1e3 for v in values], width=0.4, label=side)
+        ax.set_xticks(range(len(stages)), stages)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms (log scale)")
+        ax.set_title(f"latency, {mode} decoding")
+        ax.legend()
+    ax = axes[-1]
+    mlx_mem, torch_mem = results["mlx"]["memory"], results["torch"]["memory"]
+    labels = ["inference peak", "process peak RSS"]
+    for offset, side, values in (
+        (-0.2, "mlx", [inference_memory(results["mlx"]), mlx_mem["process_peak_rss_bytes"]]),
+        (0.2, "torch", [inference_memory(results["torch"]), torch_mem["process_peak_rss_bytes"]]),
+    ):
+        ax.bar([i + offset for i in range(2)], [(v or 0) / 2**20 for v in values], width=0.4, label=side)
+    ax.set_xticks(range(2), labels)
+    ax.set_ylabel("MiB")
+    ax.set_title("memory")
+    ax.legend()
+    fig.suptitle(f"mlx-mangaocr vs PyTorch — {results['machine']['cpu']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    """``python -m benchmarks.report DIR``: write DIR/results.md and DIR/results.png again from
+    DIR/results.json (the figures are not measured again)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report")
+    parser.add_argument("folder")
+    folder = Path(parser.parse_args(argv).folder)
+    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    (folder / "results.md").write_text(markdown(results), encoding="utf-8")
+    chart(results, folder / "results.png")
+
+
+if __name__ == "__main__":
+    main()

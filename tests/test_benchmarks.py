@@ -1,0 +1,81 @@
+"""The benchmark harness, end to end on a tiny checkpoint (no timing thresholds: only that every
+figure is there and that parity comes from the real outputs)."""
+
+import json
+import shutil
+import sys
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from benchmarks.__main__ import main
+from benchmarks.synthetic import IMAGES
+
+SMALL = ["--batch-size", "1", "2", "--throughput-images", "2", "--fixed-lengths", "4", "--cold-runs", "1"]
+
+MODE_FIELDS = {
+    "per_image", "preprocess_s", "encoder_s", "end_to_end_s", "decode_per_step_s", "end_to_end_per_token_s",
+    "new_tokens_mean", "fixed_length", "throughput",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bench(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    images = [str(p) for p in IMAGES[:3]]
+    assert main(["--model", str(tiny.folder), "--images", *images, "--out", str(out), *SMALL]) == 0
+    return out
+
+
+def test_results_json_has_every_figure(bench):
+    results = json.loads((bench / "results.json").read_text())
+    assert {"date", "command", "machine", "footprint", "cold", "mlx", "torch", "parity"} <= results.keys()
+    assert {"cpu", "cores", "memory_bytes", "os", "python"} <= results["machine"].keys()
+    for side in ("mlx", "torch"):
+        data = results[side]
+        assert {"facts", "modes", "memory"} <= data.keys()
+        assert data["facts"]["blas"] and data["facts"]["device"]
+        assert {"process_peak_rss_bytes", "rss_after_load_bytes"} <= data["memory"].keys()
+        assert set(data["modes"]) == {"greedy", "beam"}
+        for mode in data["modes"].values():
+            assert MODE_FIELDS <= mode.keys()
+            assert {"median", "p90"} <= mode["end_to_end_s"].keys()
+            assert set(mode["throughput"]) == {"1", "2"} and set(mode["fixed_length"]) == {"4"}
+            assert len(mode["per_image"]) == 3
+        assert {"import_s", "load_s", "first_result_s"} <= results["cold"][side].keys()
+        assert results["footprint"][side]["bytes"] > 0
+    if sys.platform.startswith("linux") and results["mlx"]["facts"]["device"].startswith("Device(cpu"):
+        assert "openblas" in results["mlx"]["facts"]["blas"]  # setup_mlx.sh installs it; the library loads it
+    assert results["mlx"]["memory"]["device_peak_bytes"] > 0
+    for mode in ("greedy", "beam"):
+        assert results["parity"][mode]["ids_match_rate"] == 1.0
+        assert results["parity"][mode]["text_match_rate"] == 1.0
+
+
+def test_markdown_and_png_are_written(bench):
+    md = (bench / "results.md").read_text()
+    for row in ("end-to-end latency per image, median", "decode time per step", "throughput at batch 2",
+                "token ids identical", "cold load", "peak inference memory", "install footprint"):  # fmt: skip
+        assert row in md
+    assert (bench / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parity_comes_from_real_outputs(tiny, bench, tmp_path):
+    """A deliberately perturbed MLX model must show less than 100% exact match."""
+    perturbed = tmp_path / "perturbed"
+    shutil.copytree(bench / "mlx-model-float32", perturbed)
+    weights = mx.load(str(perturbed / "model.safetensors"))
+    bias = weights["decoder.cls.predictions.bias"]
+    noise = np.random.default_rng(0).normal(0, 20, size=bias.shape).astype(np.float32)
+    weights["decoder.cls.predictions.bias"] = bias + mx.array(noise)
+    mx.save_safetensors(str(perturbed / "model.safetensors"), weights, metadata={"format": "mlx"})
+    out = tmp_path / "out"
+    images = [str(p) for p in IMAGES[:3]]
+    args = ["--model", str(tiny.folder), "--mlx-model", str(perturbed), "--images", *images, "--decoding", "greedy"]
+    assert main([*args, "--out", str(out), *SMALL]) == 0
+    parity = json.loads((out / "results.json").read_text())["parity"]["greedy"]
+    assert parity["ids_match_rate"] < 1.0 and parity["text_match_rate"] < 1.0
+    for diff in parity["differences"].values():
+        assert diff["first_differing_step"] >= 1 and "logit_margin" in diff
+    assert "Where the ids differ" in (out / "results.md").read_text()
