@@ -6,7 +6,7 @@ import os
 
 os.environ.setdefault("MLX_ENABLE_TF32", "0")  # fp32 parity on CUDA; no effect on CPU or Metal
 
-# torch first: OpenBLAS loaded globally before torch slows torch's CPU matmuls ~6x; MLX still
+# torch first: OpenBLAS loaded globally before torch slows torch's CPU matmuls several times; MLX still
 # picks OpenBLAS up when mlx_mangaocr is imported after torch.
 import torch  # noqa: E402,F401,I001
 import mlx_mangaocr  # noqa: E402

@@ -8,6 +8,7 @@ are ~3-6x those, far below what a wrong layer, mask or bias gives (order 0.1 to 
 """
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 import torch
@@ -117,3 +118,18 @@ def test_transformers5_vit_names_are_accepted(tiny, tiny_processor):
         renamed[name] = value
     assert any(".q_proj." in k for k in renamed)
     assert model.sanitize(renamed).keys() == legacy.keys()
+
+
+def test_cpu_gelu_equals_exact_gelu():
+    """The CPU path's rational erf GELU (used for large inputs) equals torch's exact GELU."""
+    from mlx_mangaocr import layers
+
+    x = np.concatenate([np.linspace(-12, 12, 200_001), np.random.default_rng(0).normal(0, 3, 200_000)]).astype(
+        np.float32
+    )
+    reference = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
+    for fn in (layers.gelu, layers._gelu_rational):
+        ours = np.array(fn(mx.array(x)))
+        np.testing.assert_allclose(ours, reference, rtol=0, atol=2e-6)
+    small = mx.array(x[:1000])  # below the size where the compiled path pays: MLX's own erf GELU
+    assert mx.array_equal(layers.gelu(small), nn.gelu(small))
