@@ -1,6 +1,7 @@
 """Convert a Hugging Face manga-ocr checkpoint into an MLX model folder.
 
-python -m convert kha-white/manga-ocr-base [-o OUT] [--dtype float32|float16|bfloat16] [--force]
+python -m convert kha-white/manga-ocr-base [-o OUT] [--dtype float32|float16|bfloat16]
+                  [-q [--q-bits 4|8] [--q-group-size 64]] [--force]
 """
 
 from __future__ import annotations
@@ -11,22 +12,33 @@ from pathlib import Path
 from mlx_mangaocr.loading import load_checkpoint, save_checkpoint
 
 
-def default_output(source: str, dtype: str) -> Path:
+def default_output(source: str, dtype: str, quantize: dict[str, int] | None = None) -> Path:
     """Where a converted model goes when no ``-o`` is given: the per-user model cache."""
     root = Path(
         os.environ.get("MLX_MANGAOCR_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "mlx-mangaocr"
     )
     name = Path(str(source).rstrip("/")).name or "model"
-    return root.expanduser() / (name if dtype == "float32" else f"{name}-{dtype}")
+    if dtype != "float32":
+        name += f"-{dtype}"
+    if quantize:
+        name += f"-q{quantize['bits']}g{quantize['group_size']}"
+    return root.expanduser() / name
 
 
-def convert(source: str, output: str | Path | None = None, dtype: str = "float32", force: bool = False) -> Path:
-    """Load ``source`` (hub id or folder), check every tensor, cast to ``dtype`` and write an MLX
-    model folder; return its path. Refuses to write into a non-empty folder unless ``force``."""
-    out = Path(output) if output else default_output(source, dtype)
+def convert(
+    source: str,
+    output: str | Path | None = None,
+    dtype: str = "float32",
+    force: bool = False,
+    quantize: dict[str, int] | None = None,
+) -> Path:
+    """Load ``source`` (hub id or folder), check every tensor, cast to ``dtype``, optionally
+    quantize (``{"bits": 8, "group_size": 64}``) and write an MLX model folder; return its path.
+    Refuses to write into a non-empty folder unless ``force``."""
+    out = Path(output) if output else default_output(source, dtype, quantize)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is a file")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} exists and is not empty; pass --force to overwrite it")
-    checkpoint = load_checkpoint(source, dtype=dtype)
+    checkpoint = load_checkpoint(source, dtype=dtype, quantize=quantize)
     return save_checkpoint(checkpoint, out, overwrite=force)

@@ -194,7 +194,7 @@ class ModelConfig:
         """The ``config.json`` written with a converted model (Hugging Face layout, pruned)."""
         encoder = dataclasses.asdict(self.encoder)
         decoder = dataclasses.asdict(self.decoder)
-        decoder["tie_word_embeddings"] = self.tie_word_embeddings
+        decoder["tie_word_embeddings"] = False  # a converted file holds the LM head itself
         out: dict[str, Any] = {
             "model_type": "vision-encoder-decoder",
             "architectures": ["VisionEncoderDecoderModel"],

@@ -194,11 +194,15 @@ def cast_weights(weights: dict[str, mx.array], dtype: str) -> dict[str, mx.array
     return {k: v.astype(target) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}
 
 
-def load_checkpoint(path_or_repo: str | Path = DEFAULT_MODEL, dtype: str | None = None) -> Checkpoint:
+def load_checkpoint(
+    path_or_repo: str | Path = DEFAULT_MODEL, dtype: str | None = None, quantize: dict[str, int] | None = None
+) -> Checkpoint:
     """Load a converted MLX model folder, an unconverted Hugging Face folder, or a hub id.
 
     ``dtype`` (float32, float16, bfloat16) casts the weights; by default they keep the dtype the
-    folder was converted with (float32 for a Hugging Face checkpoint). Nothing is returned
+    folder was converted with (float32 for a Hugging Face checkpoint). ``quantize``
+    (``{"bits": 4|8, "group_size": 64}``) quantizes a float model after loading; a folder
+    converted with quantization is rebuilt quantized from its config. Nothing is returned
     half-loaded: any missing file or tensor raises ``ModelLoadError``.
     """
     folder = resolve_source(path_or_repo)
@@ -211,10 +215,17 @@ def load_checkpoint(path_or_repo: str | Path = DEFAULT_MODEL, dtype: str | None 
             f"{config.decoder.vocab_size}: wrong vocab for this model"
         )
     model = MangaOcrModel(config)
+    if config.quantization:
+        if quantize and quantize != config.quantization:
+            raise ValueError(f"{folder} is already quantized ({config.quantization}); convert from the float model")
+        model.quantize(**config.quantization)
     weights = model.sanitize(read_weights(folder))
     check_weights(model, weights)
     config.dtype = dtype or config.dtype
     model.load_weights(list(cast_weights(weights, config.dtype).items()), strict=True)
+    if quantize and not config.quantization:
+        model.quantize(**quantize)
+        config.quantization = dict(quantize)
     mx.eval(model.parameters())
     model.eval()
     return Checkpoint(model, config, vocab, image_processor, folder)

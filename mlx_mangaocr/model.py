@@ -18,6 +18,9 @@ HEAD_DECODER_BIAS = "decoder.cls.predictions.decoder.bias"
 WORD_EMBEDDINGS = "decoder.bert.embeddings.word_embeddings.weight"
 PATCH_CONV = "encoder.embeddings.patch_embeddings.projection.weight"
 
+QUANT_BITS = (2, 3, 4, 6, 8)
+QUANT_GROUP_SIZES = (32, 64, 128)
+
 # transformers 5 renames ViT weights when it loads them and may save them renamed; map back.
 _VIT_RENAMES = [
     (re.compile(r"^encoder\.layers\.(\d+)\."), r"encoder.encoder.layer.\1."),
@@ -45,6 +48,27 @@ class MangaOcrModel(nn.Module):
 
     def cross_kv(self, encoder_hidden_states: mx.array) -> list[CrossKV]:
         return self.decoder.cross_kv(encoder_hidden_states)
+
+    def quantize(self, group_size: int, bits: int) -> None:
+        """Replace the Linear and Embedding layers by MLX quantized ones (``nn.quantize``), in place.
+
+        The token-type table is kept as it is (the model reads its row 0 directly), and so is any
+        layer whose input size is not a multiple of ``group_size``. The patch conv stays float.
+        """
+        if bits not in QUANT_BITS or group_size not in QUANT_GROUP_SIZES:
+            raise ValueError(
+                f"quantization needs bits in {QUANT_BITS} and group_size in {QUANT_GROUP_SIZES}, "
+                f"got bits={bits}, group_size={group_size}"
+            )
+
+        def predicate(path: str, module: nn.Module) -> bool:
+            return (
+                hasattr(module, "to_quantized")
+                and not path.endswith("token_type_embeddings")
+                and module.weight.shape[-1] % group_size == 0
+            )
+
+        nn.quantize(self, group_size=group_size, bits=bits, class_predicate=predicate)
 
     def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
         """Map Hugging Face checkpoint weights to this model's names and layouts.

@@ -75,10 +75,13 @@ class MangaOcrProcessor:
         return list(self.iter_images(images, batch_size=batch_size, **decoding))
 
 
-def load_mlx_processor(path_or_repo: str | Path = DEFAULT_MODEL, dtype: str | None = None) -> MangaOcrProcessor:
+def load_mlx_processor(
+    path_or_repo: str | Path = DEFAULT_MODEL, dtype: str | None = None, quantize: dict[str, int] | None = None
+) -> MangaOcrProcessor:
     """Load a processor from a converted MLX folder, a Hugging Face folder, or a hub id.
 
     ``dtype`` casts the weights (float32, float16, bfloat16); the default keeps the folder's.
+    ``quantize``, e.g. ``{"bits": 8, "group_size": 64}``, quantizes a float model on load.
     Raises ``ModelLoadError`` with the reason when the model cannot be loaded.
     """
-    return MangaOcrProcessor(load_checkpoint(path_or_repo, dtype=dtype))
+    return MangaOcrProcessor(load_checkpoint(path_or_repo, dtype=dtype, quantize=quantize))

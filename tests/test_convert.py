@@ -192,3 +192,40 @@ def test_hub_id_resolves_through_huggingface_hub(name, request, tmp_path, monkey
     assert (out / "model.safetensors").is_file()
     with pytest.raises(ModelLoadError, match="offline and not in the Hugging Face cache"):
         load_mlx_processor("someone/not-downloaded")
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_conversion_round_trip(tiny, tmp_path, bits):
+    import mlx.nn as nn
+
+    out = tmp_path / f"q{bits}"
+    assert convert_main([str(tiny.folder), "-o", str(out), "-q", "--q-bits", str(bits), "--q-group-size", "64"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["quantization"] == {"group_size": 64, "bits": bits}
+    stored = mx.load(str(out / "model.safetensors"))
+    assert "decoder.bert.encoder.layer.0.intermediate.dense.scales" in stored
+    assert stored["decoder.bert.encoder.layer.0.intermediate.dense.weight"].dtype == mx.uint32
+    full = convert.convert(str(tiny.folder), tmp_path / "fp32")
+    assert (out / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
+
+    loaded = load_mlx_processor(out)  # the loader rebuilds the quantized layers from config.json
+    model = loaded.model
+    assert isinstance(model.decoder.bert.encoder.layer[0].intermediate.dense, nn.QuantizedLinear)
+    assert isinstance(model.encoder.encoder.layer[0].attention.attention.query, nn.QuantizedLinear)
+    assert isinstance(model.decoder.bert.embeddings.word_embeddings, nn.QuantizedEmbedding)
+    assert not isinstance(model.decoder.bert.embeddings.token_type_embeddings, nn.QuantizedEmbedding)
+    # Quantizing on load gives the very same weights as loading the quantized folder.
+    on_load = load_mlx_processor(tiny.folder, quantize={"bits": bits, "group_size": 64})
+    a, b = _params(loaded), _params(on_load)
+    assert a.keys() == b.keys() and all(mx.array_equal(a[k], b[k]) for k in a)
+    ids = loaded.generate_ids([IMAGES[0]], num_beams=1, max_length=12)[0]
+    assert ids[0] == 2 and len(ids) <= 12
+    with pytest.raises(ValueError, match="already quantized"):
+        load_mlx_processor(out, quantize={"bits": 2, "group_size": 32})
+
+
+def test_quantization_settings_are_checked(tiny, tmp_path):
+    with pytest.raises(ValueError, match="bits in"):
+        load_mlx_processor(tiny.folder, quantize={"bits": 5, "group_size": 64})
+    with pytest.raises(SystemExit):
+        convert_main([str(tiny.folder), "-o", str(tmp_path / "x"), "-q", "--q-bits", "5"])
