@@ -41,8 +41,8 @@ def _images(spec: list[str] | None) -> list[str]:
     return files
 
 
-def _run(args: list[str], capture: bool = False) -> str:
-    env = {**os.environ, "MLX_ENABLE_TF32": os.environ.get("MLX_ENABLE_TF32", "0")}
+def _run(args: list[str], capture: bool = False, env: dict | None = None) -> str:
+    env = {**os.environ, "MLX_ENABLE_TF32": os.environ.get("MLX_ENABLE_TF32", "0"), **(env or {})}
     print("+", shlex.join(args), file=sys.stderr, flush=True)
     done = subprocess.run([sys.executable, *args], env=env, capture_output=capture, text=True, cwd=ROOT)
     if done.returncode:
@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fixed-lengths", type=int, nargs="*", default=[16, 64])
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per image")
     parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument(
+        "--blas-comparison",
+        action="store_true",
+        help="Linux CPU: also time MLX without OpenBLAS (its bundled reference BLAS), on 2 images, greedy, 16 tokens",
+    )
     parser.add_argument("--out", default="benchmarks/results/latest")
     args = parser.parse_args(argv)
 
@@ -108,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         "-m", "benchmarks.measure", "torch", "--model", model, "--torch-device", args.torch_device,
         "--out", str(out / "torch.json"), "--reference", str(out / "mlx.json"), *common,
     ])  # fmt: skip
+    if args.blas_comparison:
+        _run(
+            ["-m", "benchmarks.measure", "mlx", "--model", mlx_model, "--out", str(out / "mlx-reference-blas.json"),
+             "--images", *images[:2], "--decoding", "greedy", "--max-length", "17", "--batch-sizes", "1",
+             "--throughput-images", "1", "--fixed-lengths", "16"],
+            env={"MLX_MANGAOCR_NO_OPENBLAS": "1"},
+        )  # fmt: skip
     mlx = json.loads((out / "mlx.json").read_text(encoding="utf-8"))
     torch = json.loads((out / "torch.json").read_text(encoding="utf-8"))
     results = {
@@ -125,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch,
         "parity": report.parity(mlx, torch),
     }
+    if args.blas_comparison:
+        results["mlx_reference_blas"] = json.loads((out / "mlx-reference-blas.json").read_text(encoding="utf-8"))
     (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
     (out / "results.md").write_text(report.markdown(results), encoding="utf-8")
     report.chart(results, out / "results.png")

@@ -111,14 +111,15 @@ def run(args) -> dict:
     paths = [Path(p) for p in args.images]
     images = [Image.open(p).copy() for p in paths]
     names = [p.name for p in paths]
+    modes = {m: {**MODES[m], **({"max_length": args.max_length} if args.max_length else {})} for m in args.decoding}
     # Warm-up, excluded: one image per mode, and one batch of the largest size.
-    for settings in (MODES[m] for m in args.decoding):
+    for settings in modes.values():
         side.generate(side.preprocess(images[:1]), settings)
         side.generate(side.preprocess(list(islice(cycle(images), max(args.batch_sizes)))), settings)
     side.reset_peak()
     result: dict = {"side": side.name, "facts": side.facts(), "modes": {}}
     for mode in args.decoding:
-        settings = MODES[mode]
+        settings = modes[mode]
         out = measure_mode(side, images, names, settings, args.repeat)
         out["fixed_length"] = {str(n): measure_fixed(side, images, settings, n) for n in args.fixed_lengths}
         out["throughput"] = {
@@ -172,6 +173,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--throughput-images", type=int, default=16)
     parser.add_argument("--fixed-lengths", type=int, nargs="*", default=[16, 64])
+    parser.add_argument("--max-length", type=int, help="cap decoding at this max_length (start token included)")
     parser.add_argument("--reference", help="the other side's JSON, to find where the ids differ")
     args = parser.parse_args(argv)
     Path(args.out).write_text(json.dumps(run(args), indent=1, ensure_ascii=False), encoding="utf-8")

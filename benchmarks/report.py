@@ -118,6 +118,22 @@ def markdown(results: dict) -> str:
         f"{_ratio(foot['mlx']['bytes'], foot['torch']['bytes'])} |",
         "",
     ]
+    reference = results.get("mlx_reference_blas")
+    if reference:
+        ref, opt = reference["modes"]["greedy"], mlx["modes"].get("greedy", {})
+        step_ref = ref["fixed_length"]["16"]["decode_per_step_s"]
+        step_opt = opt.get("fixed_length", {}).get("16", {}).get("decode_per_step_s")
+        enc_ref, enc_opt = ref["encoder_s"]["median"], opt.get("encoder_s", {}).get("median")
+        lines += [
+            f"MLX with its bundled reference BLAS ({reference['facts']['blas']}) against OpenBLAS "
+            f"({mlx['facts']['blas']}): greedy, {len(ref['per_image'])} images, 16 new tokens.",
+            "",
+            "| metric | reference BLAS | OpenBLAS | OpenBLAS / reference |",
+            "|---|---|---|---|",
+            f"| encoder, median | {_ms(enc_ref)} | {_ms(enc_opt)} | {_ratio(enc_opt, enc_ref)} |",
+            f"| decode time per step, 16 new tokens | {_ms(step_ref)} | {_ms(step_opt)} | {_ratio(step_opt, step_ref)} |",
+            "",
+        ]
     diffs = {mode: p["differences"] for mode, p in results["parity"].items() if p["differences"]}
     if diffs:
         lines += ["Where the ids differ (first differing position, PyTorch's logit margin there):", ""]

@@ -24,7 +24,8 @@ MODE_FIELDS = {
 def bench(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     images = [str(p) for p in IMAGES[:3]]
-    assert main(["--model", str(tiny.folder), "--images", *images, "--out", str(out), *SMALL]) == 0
+    args = ["--model", str(tiny.folder), "--images", *images, "--out", str(out), "--blas-comparison", *SMALL]
+    assert main(args) == 0
     return out
 
 
@@ -48,6 +49,9 @@ def test_results_json_has_every_figure(bench):
     if sys.platform.startswith("linux") and results["mlx"]["facts"]["device"].startswith("Device(cpu"):
         assert "openblas" in results["mlx"]["facts"]["blas"]  # setup_mlx.sh installs it; the library loads it
     assert results["mlx"]["memory"]["device_peak_bytes"] > 0
+    reference = results["mlx_reference_blas"]  # --blas-comparison: MLX again, OpenBLAS opted out
+    assert "reference" in reference["facts"]["blas"] and set(reference["modes"]) == {"greedy"}
+    assert all(len(image["ids"]) <= 17 for image in reference["modes"]["greedy"]["per_image"].values())
     for mode in ("greedy", "beam"):
         assert results["parity"][mode]["ids_match_rate"] == 1.0
         assert results["parity"][mode]["text_match_rate"] == 1.0
@@ -56,7 +60,8 @@ def test_results_json_has_every_figure(bench):
 def test_markdown_and_png_are_written(bench):
     md = (bench / "results.md").read_text()
     for row in ("end-to-end latency per image, median", "decode time per step", "throughput at batch 2",
-                "token ids identical", "cold load", "peak inference memory", "install footprint"):  # fmt: skip
+                "token ids identical", "cold load", "peak inference memory", "install footprint",
+                "MLX with its bundled reference BLAS"):  # fmt: skip
         assert row in md
     assert (bench / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
