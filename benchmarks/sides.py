@@ -7,6 +7,7 @@ Every timed call ends with the side's own synchronization (``mx.eval`` / device 
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import sys
@@ -19,8 +20,6 @@ def rss_bytes() -> int | None:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):
         return None
-    import os
-
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -47,14 +46,10 @@ class MlxSide:
 
         self.mx = mx
         self.processor = load_mlx_processor(self.model_path, dtype=self.dtype)
-        self.generation = self.processor.generation_config
-        self.eos = self.generation.eos_token_id
 
     def preprocess(self, images):
-        mx = self.mx
-        dtype = self.processor.model.encoder.layernorm.weight.dtype
-        pixels = mx.array(self.processor.image_processor.batch(images)).astype(dtype)
-        mx.eval(pixels)
+        pixels = self.processor.pixels(images)
+        self.mx.eval(pixels)
         return pixels
 
     def encode(self, pixels):
@@ -63,10 +58,7 @@ class MlxSide:
         return hidden
 
     def generate(self, pixels, settings: dict) -> list[list[int]]:
-        from mlx_mangaocr.generate import generate
-
-        gen = self.generation.updated(**settings)
-        return generate(self.processor.model, self.processor.model.encode(pixels), gen)
+        return self.processor.generate_from_pixels(pixels, **settings)
 
     def text(self, ids: list[int]) -> str:
         return self.processor.decode(ids)

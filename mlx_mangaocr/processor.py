@@ -35,15 +35,22 @@ class MangaOcrProcessor:
         """The checkpoint's default decoding settings."""
         return self.config.generation
 
+    def pixels(self, images: list[ImageInput]) -> mx.array:
+        """Images -> preprocessed pixels (B, H, W, 3) in the model's dtype, not yet evaluated."""
+        return mx.array(self.image_processor.batch(images)).astype(self.model.encoder.layernorm.weight.dtype)
+
+    def generate_from_pixels(self, pixels: mx.array, **decoding) -> list[list[int]]:
+        """Token ids (start token to end token) for preprocessed pixels, decoded as one batch."""
+        settings = self.config.generation.updated(**decoding)
+        return generate(self.model, self.model.encode(pixels), settings)
+
     def generate_ids(self, images: list[ImageInput], **decoding) -> list[list[int]]:
         """Token ids (start token to end token) for a list of images decoded together as a batch.
 
-        ``decoding``: num_beams, max_length, no_repeat_ngram_size, length_penalty, early_stopping.
+        ``decoding``: num_beams, max_length, min_length, no_repeat_ngram_size, length_penalty,
+        early_stopping.
         """
-        settings = self.config.generation.updated(**decoding)
-        pixels = mx.array(self.image_processor.batch(images)).astype(self.model.encoder.layernorm.weight.dtype)
-        hidden = self.model.encode(pixels)
-        return generate(self.model, hidden, settings)
+        return self.generate_from_pixels(self.pixels(images), **decoding)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Token ids -> the final text, post-processed as manga-ocr does."""
