@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from transformers import BertJapaneseTokenizer, ViTImageProcessorPil
 
+from benchmarks.sides import trim
 from benchmarks.upstream import post_process as upstream_post_process
 
 
@@ -34,17 +35,10 @@ def generated_images():
     yield "upscale-10x12", Image.fromarray(rng.integers(0, 256, size=(12, 10, 3), dtype=np.uint8))
 
 
-def trim(sequence: list[int], eos: int = 3) -> list[int]:
-    """A generate() row up to and including its first end token (drops the padding after it)."""
-    if eos in sequence[1:]:
-        return sequence[: sequence.index(eos, 1) + 1]
-    return sequence
-
-
 def hf_generate(model, pixels: torch.Tensor, **kwargs) -> list[list[int]]:
     with torch.no_grad():
         out = model.generate(pixels, **kwargs)
-    return [trim(row) for row in out.tolist()]
+    return [trim(row, model.generation_config.eos_token_id) for row in out.tolist()]
 
 
 def tokenizer(folder) -> BertJapaneseTokenizer:
