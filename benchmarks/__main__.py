@@ -21,6 +21,12 @@ from . import environment, report
 
 ROOT = Path(__file__).resolve().parents[1]  # the workers run as `python -m benchmarks.*` from here
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+VARIANTS = {  # name -> python -m convert options
+    "float16": ["--dtype", "float16"],
+    "bfloat16": ["--dtype", "bfloat16"],
+    "q8": ["-q", "--q-bits", "8", "--q-group-size", "64"],
+    "q4": ["-q", "--q-bits", "4", "--q-group-size", "64"],
+}
 
 
 def _images(spec: list[str] | None) -> list[str]:
@@ -83,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Linux CPU: also time MLX without OpenBLAS (its bundled reference BLAS), on 2 images, greedy, 16 tokens",
     )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=[],
+        help="also convert and time these MLX settings against float32 (size, speed, exact match), one decoding",
+    )
+    parser.add_argument("--variants-decoding", choices=["greedy", "beam"], default="beam")
     parser.add_argument("--out", default="benchmarks/results/latest")
     args = parser.parse_args(argv)
 
@@ -108,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     common = ["--images", *images, "--decoding", *modes, "--repeat", str(args.repeat)]
     common += ["--batch-sizes", *map(str, args.batch_size), "--throughput-images", str(args.throughput_images)]
     common += ["--fixed-lengths", *map(str, args.fixed_lengths)]
-    _run(["-m", "benchmarks.measure", "mlx", "--model", mlx_model, "--out", str(out / "mlx.json"), *common])
+    _run(["-m", "benchmarks.measure", "mlx", "--model", mlx_model, "--out", str(out / "mlx.json"),
+          "--compile-comparison", *common])  # fmt: skip
     _run([
         "-m", "benchmarks.measure", "torch", "--model", model, "--torch-device", args.torch_device,
         "--out", str(out / "torch.json"), "--reference", str(out / "mlx.json"), *common,
@@ -120,6 +135,20 @@ def main(argv: list[str] | None = None) -> int:
              "--throughput-images", "1", "--fixed-lengths", "16"],
             env={"MLX_MANGAOCR_NO_OPENBLAS": "1"},
         )  # fmt: skip
+    kernels = {}
+    for side in ("mlx", "torch"):
+        target = out / f"kernels-{side}.json"
+        _run(["-m", "benchmarks.kernels", side, "--config", mlx_model, "--out", str(target)])
+        kernels[side] = json.loads(target.read_text(encoding="utf-8"))
+    variants = {}
+    for name in ["float32", *args.variants] if args.variants else []:
+        folder = mlx_model if name == "float32" else str(out / f"mlx-model-{name}")
+        if name != "float32" and not (Path(folder) / "model.safetensors").is_file():
+            _run(["-m", "convert", model, "-o", folder, "--force", *VARIANTS[name]])
+        target = out / f"variant-{name}.json"
+        _run(["-m", "benchmarks.variants", folder, "--images", *images, "--decoding", args.variants_decoding,
+              "--out", str(target)])  # fmt: skip
+        variants[name] = json.loads(target.read_text(encoding="utf-8"))
     mlx = json.loads((out / "mlx.json").read_text(encoding="utf-8"))
     torch = json.loads((out / "torch.json").read_text(encoding="utf-8"))
     results = {
@@ -136,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         "mlx": mlx,
         "torch": torch,
         "parity": report.parity(mlx, torch),
+        "kernels": kernels,
     }
     if args.blas_comparison:
         results["mlx_reference_blas"] = json.loads((out / "mlx-reference-blas.json").read_text(encoding="utf-8"))
+    if variants:
+        results["variants"] = variants
     (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
     (out / "results.md").write_text(report.markdown(results), encoding="utf-8")
     report.chart(results, out / "results.png")

@@ -104,6 +104,35 @@ def measure_throughput(side, images: list, settings: dict, batch_size: int, coun
     return {"images": count, "seconds": elapsed, "images_per_s": count / elapsed}
 
 
+def measure_compiled_step(side, images: list, settings: dict) -> dict:
+    """MLX only: decode time per step with the step compiled (``mx.compile``) and not, image by
+    image in alternation, at natural lengths; and whether the token ids are the same."""
+    processor, default = side.processor, side.processor.compile_step
+    totals = {"eager": [0.0, 0], "compiled": [0.0, 0]}
+    ids = {"eager": [], "compiled": []}
+    for compiled in (False, True):  # warm-up, excluded: the first compiled call traces
+        processor.compile_step = compiled
+        side.generate(side.preprocess(images[:1]), settings)
+    for image in images:
+        pixels = side.preprocess([image])
+        _, t_enc = _timed(side.encode, pixels)
+        for name, compiled in (("eager", False), ("compiled", True)):
+            processor.compile_step = compiled
+            out, t_gen = _timed(side.generate, pixels, settings)
+            totals[name][0] += max(t_gen - t_enc, 0.0)
+            totals[name][1] += len(out[0]) - 1
+            ids[name].append(out[0])
+    processor.compile_step = default
+    per_step = {name: total / max(tokens, 1) for name, (total, tokens) in totals.items()}
+    return {
+        "eager_decode_per_step_s": per_step["eager"],
+        "compiled_decode_per_step_s": per_step["compiled"],
+        "ids_identical": sum(a == b for a, b in zip(ids["eager"], ids["compiled"], strict=True)),
+        "images": len(images),
+        "default": "compiled" if default else "eager",
+    }
+
+
 def run(args) -> dict:
     side = MlxSide(args.model, args.dtype) if args.side == "mlx" else TorchSide(args.model, args.torch_device)
     side.load()
@@ -125,6 +154,8 @@ def run(args) -> dict:
         out["throughput"] = {
             str(bs): measure_throughput(side, images, settings, bs, args.throughput_images) for bs in args.batch_sizes
         }
+        if args.side == "mlx" and args.compile_comparison:
+            out["compiled_step"] = measure_compiled_step(side, images, settings)
         result["modes"][mode] = out
     result["memory"] = {
         **side.memory(),
@@ -174,6 +205,7 @@ def main(argv=None) -> None:
     parser.add_argument("--throughput-images", type=int, default=16)
     parser.add_argument("--fixed-lengths", type=int, nargs="*", default=[16, 64])
     parser.add_argument("--max-length", type=int, help="cap decoding at this max_length (start token included)")
+    parser.add_argument("--compile-comparison", action="store_true", help="MLX: time the step compiled and not")
     parser.add_argument("--reference", help="the other side's JSON, to find where the ids differ")
     args = parser.parse_args(argv)
     Path(args.out).write_text(json.dumps(run(args), indent=1, ensure_ascii=False), encoding="utf-8")

@@ -45,6 +45,81 @@ def inference_memory(side: dict) -> int | None:
     return side["memory"].get("rss_growth_bytes")
 
 
+def _kernels_table(results: dict) -> list[str]:
+    kernels = results.get("kernels")
+    if not kernels:
+        return []
+    m, t = kernels["mlx"]["per_image"], kernels["torch"]["per_image"]
+    layers = kernels["mlx"]["shapes"]["layers"]
+    encoder = {side: results[side]["modes"][next(iter(results[side]["modes"]))]["encoder_s"]["median"]
+               for side in ("mlx", "torch")}  # fmt: skip
+    gap = encoder["mlx"] - encoder["torch"]
+    ours = m["gelu_library_s"] + m["attention_library_s"] - t["gelu_s"] - t["attention_s"]
+    return [
+        f"The encoder's GELU and attention alone, at its shapes, for one image ({layers} layers): MLX's own "
+        "kernels, the library's CPU paths (rational erf; polynomial exp in the softmax) and PyTorch's.",
+        "",
+        "| kernel, per image | MLX kernel | library path | PyTorch | library / PyTorch |",
+        "|---|---|---|---|---|",
+        f"| GELU (erf) | {_ms(m['gelu_mlx_kernel_s'])} | {_ms(m['gelu_library_s'])} | {_ms(t['gelu_s'])} | "
+        f"{_ratio(m['gelu_library_s'], t['gelu_s'])} |",
+        f"| attention (softmax exp + 2 matmuls) | {_ms(m['attention_mlx_kernel_s'])} | "
+        f"{_ms(m['attention_library_s'])} | {_ms(t['attention_s'])} | "
+        f"{_ratio(m['attention_library_s'], t['attention_s'])} |",
+        f"| attention's 2 matmuls alone | | {_ms(m['attention_matmuls_only_s'])} | | |",
+        "",
+        f"Encoder gap (MLX - PyTorch, medians above): {_ms(gap)}; of it, these kernels account for "
+        f"{_ms(ours)} with the library's paths (they would account for "
+        f"{_ms(ours + m['gelu_mlx_kernel_s'] - m['gelu_library_s'] + m['attention_mlx_kernel_s'] - m['attention_library_s'])}"
+        " with MLX's own kernels).",
+        "",
+    ]
+
+
+def _compiled_step_table(mlx: dict) -> list[str]:
+    rows = [(mode, m["compiled_step"]) for mode, m in mlx["modes"].items() if "compiled_step" in m]
+    if not rows:
+        return []
+    lines = [
+        f"MLX decode step compiled with `mx.compile` against uncompiled, image by image in alternation "
+        f"(natural lengths); the library's default is {rows[0][1]['default']}.",
+        "",
+        "| decoding | uncompiled, per step | compiled, per step | compiled / uncompiled | token ids identical |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, c in rows:
+        eager, compiled = c["eager_decode_per_step_s"], c["compiled_decode_per_step_s"]
+        lines.append(
+            f"| {mode} | {_ms(eager)} | {_ms(compiled)} | {_ratio(compiled, eager)} | "
+            f"{c['ids_identical']}/{c['images']} |"
+        )
+    return [*lines, ""]
+
+
+def _variants_table(variants: dict | None) -> list[str]:
+    if not variants:
+        return []
+    base = variants["float32"]
+    lines = [
+        f"MLX settings against float32 ({base['mode']} decoding, {len(base['per_image'])} images, each image "
+        "once): size on disk, speed, and how many final texts (and token ids) are identical to float32's.",
+        "",
+        "| setting | size on disk | encoder, median | decode per step | end-to-end, median | "
+        "texts identical to float32 | ids identical |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, v in variants.items():
+        same_text = sum(v["per_image"][k]["text"] == base["per_image"][k]["text"] for k in base["per_image"])
+        same_ids = sum(v["per_image"][k]["ids"] == base["per_image"][k]["ids"] for k in base["per_image"])
+        n = len(base["per_image"])
+        lines.append(
+            f"| {name} | {_mb(v['size_on_disk_bytes'])} | {_ms(v['encoder_s']['median'])} | "
+            f"{_ms(v['decode_per_step_s'])} | {_ms(v['end_to_end_s']['median'])} | "
+            f"{same_text}/{n} ({same_text / n:.0%}) | {same_ids}/{n} |"
+        )
+    return [*lines, ""]
+
+
 def markdown(results: dict) -> str:
     mlx, torch = results["mlx"], results["torch"]
     lines = [
@@ -135,6 +210,7 @@ def markdown(results: dict) -> str:
             f"| decode time per step, 16 new tokens | {_ms(step_ref)} | {_ms(step_opt)} | {_ratio(step_opt, step_ref)} |",
             "",
         ]
+    lines += _kernels_table(results) + _compiled_step_table(mlx) + _variants_table(results.get("variants"))
     diffs = {mode: p["differences"] for mode, p in results["parity"].items() if p["differences"]}
     if diffs:
         lines += ["Where the ids differ (first differing position, PyTorch's logit margin there):", ""]

@@ -32,10 +32,47 @@ class KVCache:
         self.offset = end
         return self.keys[:, :, :end, :], self.values[:, :, :end, :]
 
+    def positions(self, length: int) -> mx.array:
+        """Positions of ``length`` new tokens."""
+        return mx.arange(self.offset, self.offset + length)
+
+    def mask(self, length: int, dtype: mx.Dtype) -> mx.array | None:
+        """Additive mask letting new query i (at position offset + i) see keys 0 .. offset + i."""
+        if length == 1:
+            return None  # a single new token may see the whole cache so far
+        rows = mx.arange(length)[:, None] + self.offset
+        cols = mx.arange(self.offset + length)[None, :]
+        return mx.where(cols <= rows, 0.0, -mx.inf).astype(dtype)
+
     def reorder(self, indices: mx.array) -> None:
         """Keep the rows named by ``indices`` (beam search picks which hypotheses go on)."""
         self.keys = self.keys[indices]
         self.values = self.values[indices]
+
+
+class FixedKVCache:
+    """The same cache seen with fixed shapes, for a step compiled with ``mx.compile``.
+
+    The position is an array, not a Python int, and attention always spans the whole capacity
+    (positions not yet written are masked out), so every step has the same shapes and the
+    compiled graph is traced once. Takes one new token per row.
+    """
+
+    def __init__(self, keys: mx.array, values: mx.array, position: mx.array):
+        self.keys, self.values, self.position = keys, values, position
+
+    def positions(self, length: int) -> mx.array:
+        if length != 1:
+            raise ValueError("a fixed-shape cache takes one token per step")
+        return self.position
+
+    def mask(self, length: int, dtype: mx.Dtype) -> mx.array:
+        return mx.where(mx.arange(self.keys.shape[2]) <= self.position, 0.0, -mx.inf).astype(dtype)
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        self.keys = mx.slice_update(self.keys, keys, self.position, axes=(2,))
+        self.values = mx.slice_update(self.values, values, self.position, axes=(2,))
+        return self.keys, self.values
 
 
 class CrossKV:

@@ -12,6 +12,7 @@ import mlx.core as mx
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .cache import CrossKV, FixedKVCache
 from .config import GenerationConfig
 from .model import MangaOcrModel
 
@@ -33,22 +34,25 @@ def banned_ngram_tokens(sequence: np.ndarray, ngram_size: int) -> np.ndarray:
     return np.unique(windows[matches, -1])
 
 
-def _needs_bans(sequences: np.ndarray, gen: GenerationConfig) -> bool:
+def ban_mask(sequences: np.ndarray, gen: GenerationConfig, vocab_size: int) -> np.ndarray | None:
+    """Additive mask (rows, vocab): -inf on the tokens each row may not take next, as
+    transformers' MinLength and NoRepeatNGram logits processors rule; None when nothing is banned.
+
+    Runs on the host from tokens the host already has, so the search computes it while the
+    device runs the step (``mx.async_eval``).
+    """
     cur_len = sequences.shape[-1]
-    return cur_len < gen.min_length or (gen.no_repeat_ngram_size and cur_len >= gen.no_repeat_ngram_size)
-
-
-def _ban(scores: np.ndarray, sequences: np.ndarray, gen: GenerationConfig) -> np.ndarray:
-    """Set the tokens banned for each row of ``scores`` (rows, vocab) to -inf, in place, as
-    transformers' MinLength and NoRepeatNGram logits processors do."""
-    if sequences.shape[-1] < gen.min_length:
-        scores[:, gen.eos_token_id] = -np.inf
+    if not (cur_len < gen.min_length or (gen.no_repeat_ngram_size and cur_len >= gen.no_repeat_ngram_size)):
+        return None
+    mask = np.zeros((sequences.shape[0], vocab_size), dtype=np.float32)
+    if cur_len < gen.min_length:
+        mask[:, gen.eos_token_id] = -np.inf
     if gen.no_repeat_ngram_size:
         for row, seq in enumerate(sequences):
             banned = banned_ngram_tokens(seq, gen.no_repeat_ngram_size)
             if banned.size:
-                scores[row, banned] = -np.inf
-    return scores
+                mask[row, banned] = -np.inf
+    return mask
 
 
 class ModelStepper:
@@ -83,6 +87,53 @@ class ModelStepper:
             layer_cache.reorder(order)
 
 
+class CompiledStepper(ModelStepper):
+    """``ModelStepper`` with the step compiled by ``mx.compile`` over fixed shapes.
+
+    The position goes in as an array and attention spans the whole preallocated cache (unwritten
+    positions masked), so the graph is traced once per batch shape and reused at every token.
+    The compiled function is kept on the model, so later images reuse the trace too.
+    """
+
+    def __init__(self, model: MangaOcrModel, encoder_hidden_states: mx.array, gen: GenerationConfig, copies: int = 1):
+        super().__init__(model, encoder_hidden_states, gen, copies)
+        self.position = 0
+        self.step = compiled_step(model)
+
+    def __call__(self, tokens: np.ndarray) -> mx.array:
+        if self.position >= self.cache[0].capacity:
+            raise ValueError(f"decode ran past the cache capacity of {self.cache[0].capacity} positions")
+        logits, keys, values = self.step(
+            mx.array(tokens.reshape(-1, 1)),
+            mx.array([self.position], dtype=mx.int32),
+            [c.keys for c in self.cache],
+            [c.values for c in self.cache],
+            [c.keys for c in self.cross],
+            [c.values for c in self.cross],
+        )
+        for layer_cache, k, v in zip(self.cache, keys, values, strict=True):
+            layer_cache.keys, layer_cache.values = k, v
+            layer_cache.offset += 1
+        self.position += 1
+        return logits
+
+
+def compiled_step(model: MangaOcrModel):
+    """The model's decoder step as a pure function of arrays, compiled once per model."""
+    step = getattr(model, "_compiled_step", None)
+    if step is None:
+
+        def pure_step(tokens, position, keys, values, cross_keys, cross_values):
+            cache = [FixedKVCache(k, v, position) for k, v in zip(keys, values, strict=True)]
+            cross = [CrossKV(k, v) for k, v in zip(cross_keys, cross_values, strict=True)]
+            logits = model.decoder(tokens, cache, cross).astype(mx.float32)
+            return logits, [c.keys for c in cache], [c.values for c in cache]
+
+        step = mx.compile(pure_step)
+        model._compiled_step = step
+    return step
+
+
 def greedy_search(step: ModelStepper, gen: GenerationConfig) -> list[list[int]]:
     """Greedy decoding (``num_beams=1``), one row per image."""
     batch = step.rows
@@ -92,8 +143,9 @@ def greedy_search(step: ModelStepper, gen: GenerationConfig) -> list[list[int]]:
     lengths = np.full(batch, gen.max_length)
     for _ in range(gen.max_length - 1):
         logits = step(sequences[:, -1])
-        if _needs_bans(sequences, gen):
-            mask = _ban(np.zeros(logits.shape, np.float32), sequences, gen)
+        mx.async_eval(logits)  # the device runs the step while the host works out the bans
+        mask = ban_mask(sequences, gen, logits.shape[-1])
+        if mask is not None:
             logits = logits + mx.array(mask)
         tokens = np.array(mx.argmax(logits, axis=-1)).astype(np.int64)  # the one sync of the step
         tokens = np.where(finished, pad, tokens)
@@ -147,11 +199,13 @@ def beam_search(step: ModelStepper, gen: GenerationConfig) -> list[list[int]]:
     cur_len = prompt_len
     while True:
         logits = step(running_sequences[:, :, cur_len - 1].reshape(-1))
-        log_probs = np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True))  # one sync per step
-        flat_running = running_sequences[:, :, :cur_len].reshape(batch * beams, cur_len)
-        if _needs_bans(flat_running, gen):
-            log_probs = _ban(log_probs, flat_running, gen)
+        log_probs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        mx.async_eval(log_probs)  # the device runs the step while the host works out the bans
         vocab = log_probs.shape[-1]
+        mask = ban_mask(running_sequences[:, :, :cur_len].reshape(batch * beams, cur_len), gen, vocab)
+        log_probs = np.array(log_probs)  # the one sync of the step
+        if mask is not None:
+            log_probs = log_probs + mask
         log_probs = log_probs.reshape(batch, beams, vocab) + running_beam_scores[:, :, None]
         log_probs = log_probs.reshape(batch, beams * vocab)
 
@@ -211,8 +265,14 @@ def beam_search(step: ModelStepper, gen: GenerationConfig) -> list[list[int]]:
     return out
 
 
-def generate(model: MangaOcrModel, encoder_hidden_states: mx.array, gen: GenerationConfig) -> list[list[int]]:
-    """Decode encoded images with ``gen``'s settings: beam search when ``num_beams > 1``, else greedy."""
+def generate(
+    model: MangaOcrModel, encoder_hidden_states: mx.array, gen: GenerationConfig, compile_step: bool = False
+) -> list[list[int]]:
+    """Decode encoded images with ``gen``'s settings: beam search when ``num_beams > 1``, else greedy.
+
+    ``compile_step`` runs each decoder step through ``CompiledStepper`` (same results).
+    """
+    stepper = CompiledStepper if compile_step else ModelStepper
     if gen.num_beams > 1:
-        return beam_search(ModelStepper(model, encoder_hidden_states, gen, copies=gen.num_beams), gen)
-    return greedy_search(ModelStepper(model, encoder_hidden_states, gen), gen)
+        return beam_search(stepper(model, encoder_hidden_states, gen, copies=gen.num_beams), gen)
+    return greedy_search(stepper(model, encoder_hidden_states, gen), gen)

@@ -69,6 +69,7 @@ class MangaOcrModel(nn.Module):
             )
 
         nn.quantize(self, group_size=group_size, bits=bits, class_predicate=predicate)
+        self._compiled_step = None  # a compiled decoder step holds the old weights: trace again
 
     def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
         """Map Hugging Face checkpoint weights to this model's names and layouts.

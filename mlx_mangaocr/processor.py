@@ -21,10 +21,14 @@ class MangaOcrProcessor:
     length_penalty=2.0, early_stopping=True, max_length=300``). Every decoding keyword means
     what it means to transformers ``generate`` and overrides only itself: ``num_beams=1`` gives
     greedy decoding and keeps the checkpoint's ``no_repeat_ngram_size``.
+
+    ``compile_step`` runs the decoder step compiled with ``mx.compile`` over fixed shapes (the
+    default; same token ids as the uncompiled step, which ``compile_step=False`` selects).
     """
 
-    def __init__(self, checkpoint: Checkpoint):
+    def __init__(self, checkpoint: Checkpoint, compile_step: bool = True):
         self.checkpoint = checkpoint
+        self.compile_step = compile_step
         self.model = checkpoint.model
         self.config = checkpoint.config
         self.vocab = checkpoint.vocab
@@ -42,7 +46,7 @@ class MangaOcrProcessor:
     def generate_from_pixels(self, pixels: mx.array, **decoding) -> list[list[int]]:
         """Token ids (start token to end token) for preprocessed pixels, decoded as one batch."""
         settings = self.config.generation.updated(**decoding)
-        return generate(self.model, self.model.encode(pixels), settings)
+        return generate(self.model, self.model.encode(pixels), settings, compile_step=self.compile_step)
 
     def generate_ids(self, images: list[ImageInput], **decoding) -> list[list[int]]:
         """Token ids (start token to end token) for a list of images decoded together as a batch.
@@ -83,12 +87,16 @@ class MangaOcrProcessor:
 
 
 def load_mlx_processor(
-    path_or_repo: str | Path = DEFAULT_MODEL, dtype: str | None = None, quantize: dict[str, int] | None = None
+    path_or_repo: str | Path = DEFAULT_MODEL,
+    dtype: str | None = None,
+    quantize: dict[str, int] | None = None,
+    compile_step: bool = True,
 ) -> MangaOcrProcessor:
     """Load a processor from a converted MLX folder, a Hugging Face folder, or a hub id.
 
     ``dtype`` casts the weights (float32, float16, bfloat16); the default keeps the folder's.
     ``quantize``, e.g. ``{"bits": 8, "group_size": 64}``, quantizes a float model on load.
+    ``compile_step=False`` runs the decoder step uncompiled (see ``MangaOcrProcessor``).
     Raises ``ModelLoadError`` with the reason when the model cannot be loaded.
     """
-    return MangaOcrProcessor(load_checkpoint(path_or_repo, dtype=dtype, quantize=quantize))
+    return MangaOcrProcessor(load_checkpoint(path_or_repo, dtype=dtype, quantize=quantize), compile_step=compile_step)

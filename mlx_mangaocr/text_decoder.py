@@ -6,7 +6,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from .cache import CrossKV, KVCache
+from .cache import CrossKV, FixedKVCache, KVCache
 from .config import TextConfig
 from .layers import ACTIVATIONS, Dense, merge_heads, split_heads
 
@@ -115,15 +115,6 @@ class LMHead(nn.Module):
         self.predictions = PredictionHead(config)
 
 
-def causal_mask(length: int, offset: int, dtype: mx.Dtype) -> mx.array | None:
-    """Additive mask letting query i (at position offset + i) see keys 0 .. offset + i."""
-    if length == 1:
-        return None  # a single new token may see the whole cache
-    rows = mx.arange(length)[:, None] + offset
-    cols = mx.arange(offset + length)[None, :]
-    return mx.where(cols <= rows, 0.0, -mx.inf).astype(dtype)
-
-
 class TextDecoder(nn.Module):
     """Token ids + caches -> next-token logits."""
 
@@ -147,7 +138,7 @@ class TextDecoder(nn.Module):
     def __call__(
         self,
         input_ids: mx.array,
-        cache: list[KVCache],
+        cache: list[KVCache] | list[FixedKVCache],
         cross: list[CrossKV],
         last_only: bool = True,
     ) -> mx.array:
@@ -155,11 +146,9 @@ class TextDecoder(nn.Module):
 
         Returns logits (B, vocab) for the last position, or (B, L, vocab) with ``last_only=False``.
         """
-        offset = cache[0].offset
         length = input_ids.shape[1]
-        positions = mx.arange(offset, offset + length)
-        x = self.bert.embeddings(input_ids, positions)
-        mask = causal_mask(length, offset, x.dtype)
+        x = self.bert.embeddings(input_ids, cache[0].positions(length))
+        mask = cache[0].mask(length, x.dtype)
         for layer, layer_cache, layer_cross in zip(self.bert.encoder.layer, cache, cross, strict=True):
             x = layer(x, mask, layer_cache, layer_cross)
         if last_only:

@@ -6,7 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import VisionConfig
-from .layers import ACTIVATIONS, Dense, merge_heads, split_heads
+from .layers import ACTIVATIONS, Dense, attention, merge_heads, split_heads
 
 
 class PatchEmbeddings(nn.Module):
@@ -50,7 +50,7 @@ class SelfAttention(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         q, k, v = (split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))
-        return merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale))
+        return merge_heads(attention(q, k, v, self.scale))
 
 
 class Attention(nn.Module):

@@ -25,6 +25,7 @@ def bench(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     images = [str(p) for p in IMAGES[:3]]
     args = ["--model", str(tiny.folder), "--images", *images, "--out", str(out), "--blas-comparison", *SMALL]
+    args += ["--variants", "bfloat16", "q8"]
     assert main(args) == 0
     return out
 
@@ -53,6 +54,23 @@ def test_results_json_has_every_figure(bench):
     assert "reference" in reference["facts"]["blas"] and set(reference["modes"]) == {"greedy"}
     assert all(len(image["ids"]) <= 17 for image in reference["modes"]["greedy"]["per_image"].values())
     for mode in ("greedy", "beam"):
+        compiled = results["mlx"]["modes"][mode]["compiled_step"]  # compiled decode step against uncompiled
+        assert compiled["eager_decode_per_step_s"] > 0 and compiled["compiled_decode_per_step_s"] > 0
+        assert compiled["ids_identical"] == compiled["images"] == 3
+    kernels = results["kernels"]  # the encoder's GELU and attention alone, both sides
+    assert {"gelu_mlx_kernel_s", "gelu_library_s", "attention_library_s"} <= kernels["mlx"]["per_image"].keys()
+    assert {"gelu_s", "attention_s"} <= kernels["torch"]["per_image"].keys()
+    variants = results["variants"]  # --variants: each setting converted, timed and compared with float32
+    assert list(variants) == ["float32", "bfloat16", "q8"]
+    assert variants["bfloat16"]["dtype"] == "mlx.core.bfloat16"
+    assert variants["q8"]["quantization"] == {"group_size": 64, "bits": 8}
+    assert variants["bfloat16"]["size_on_disk_bytes"] < variants["float32"]["size_on_disk_bytes"]
+    for v in variants.values():
+        assert v["mode"] == "beam" and len(v["per_image"]) == 3 and v["decode_per_step_s"] > 0
+    assert variants["float32"]["per_image"] == {  # the worker's float32 run gives the main run's outputs
+        name: {"ids": r["ids"], "text": r["text"]} for name, r in results["mlx"]["modes"]["beam"]["per_image"].items()
+    }
+    for mode in ("greedy", "beam"):
         assert results["parity"][mode]["ids_match_rate"] == 1.0
         assert results["parity"][mode]["text_match_rate"] == 1.0
 
@@ -61,7 +79,8 @@ def test_markdown_and_png_are_written(bench):
     md = (bench / "results.md").read_text()
     for row in ("end-to-end latency per image, median", "decode time per step", "throughput at batch 2",
                 "token ids identical", "cold load", "peak inference memory", "install footprint",
-                "MLX with OpenBLAS opted out"):  # fmt: skip
+                "MLX with OpenBLAS opted out", "compiled / uncompiled", "texts identical to float32", "Encoder gap",
+                "| q8 |"):  # fmt: skip
         assert row in md
     assert (bench / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -14,7 +14,7 @@ from conftest import Built
 from oracle import TorchStepper, generated_images, hf_generate, pixel_values, record, tokenizer, upstream_text
 
 from benchmarks.synthetic import IMAGES, Spec
-from mlx_mangaocr import load_mlx_processor
+from mlx_mangaocr import MangaOcrProcessor, load_mlx_processor
 from mlx_mangaocr.config import GenerationConfig
 from mlx_mangaocr.generate import banned_ngram_tokens, beam_search, greedy_search
 
@@ -83,7 +83,19 @@ def _compare_on_shared_images(built, processor, label, end_to_end=True):
 
 
 def test_tiny_ids_and_strings_equal_transformers(tiny, tiny_processor):
+    assert tiny_processor.compile_step  # the default: the compiled decode step
     _compare_on_shared_images(tiny, tiny_processor, "tiny")
+
+
+def test_tiny_uncompiled_step_ids_and_strings_equal_transformers(tiny, tiny_processor):
+    _compare_on_shared_images(tiny, MangaOcrProcessor(tiny_processor.checkpoint, compile_step=False), "tiny uncompiled")
+
+
+def test_full_size_compiled_and_uncompiled_steps_give_the_same_ids(full_processor):
+    """A batch of all 14 images (lengths 6 to 300, each row stopping at its own end token)."""
+    eager = MangaOcrProcessor(full_processor.checkpoint, compile_step=False)
+    for settings in ({"num_beams": 1}, {}):
+        assert full_processor.generate_ids(list(IMAGES), **settings) == eager.generate_ids(list(IMAGES), **settings)
 
 
 def test_tiny_ids_equal_transformers_on_generated_images(tiny, tiny_processor):

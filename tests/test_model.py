@@ -15,6 +15,8 @@ import torch
 from oracle import pixel_values, record
 
 from benchmarks.synthetic import IMAGES
+from mlx_mangaocr.config import GenerationConfig
+from mlx_mangaocr.generate import CompiledStepper
 from mlx_mangaocr.loading import read_weights
 
 ENCODER_ATOL = 5e-5
@@ -56,7 +58,9 @@ def _teacher_forced_logits(built, processor, path, ids):
     full_forward = np.array(processor.model.decoder(mx.array([ids]), cache, cross, last_only=False))[0]
     cache = processor.model.decoder.make_cache(1, len(ids))
     stepwise = np.stack([np.array(processor.model.decoder(mx.array([[t]]), cache, cross))[0] for t in ids])
-    return theirs, full_forward, stepwise
+    compiled = CompiledStepper(processor.model, hidden, GenerationConfig(max_length=len(ids) + 1))
+    compiled_steps = np.stack([np.array(compiled(np.array([t])))[0] for t in ids])
+    return theirs, full_forward, stepwise, compiled_steps
 
 
 @pytest.mark.parametrize("size", ["tiny", "full"])
@@ -64,17 +68,24 @@ def test_per_step_logits_match_and_cached_decoding_equals_full_forward(size, req
     built = request.getfixturevalue(size)
     processor = request.getfixturevalue(f"{size}_processor")
     rng = np.random.default_rng(0)
-    worst = 0.0
+    worst = worst_compiled = 0.0
     for path in IMAGES[:4]:
         ids = [2] + rng.integers(5, 6144, size=40).tolist()
-        theirs, full_forward, stepwise = _teacher_forced_logits(built, processor, path, ids)
+        theirs, full_forward, stepwise, compiled = _teacher_forced_logits(built, processor, path, ids)
         np.testing.assert_allclose(full_forward, theirs, rtol=0, atol=LOGITS_ATOL)
         np.testing.assert_allclose(stepwise, theirs, rtol=0, atol=LOGITS_ATOL)
         # One step at a time over the cache equals one full causal pass (up to GEMM summation order).
         np.testing.assert_allclose(stepwise, full_forward, rtol=0, atol=LOGITS_ATOL)
         assert (stepwise.argmax(-1) == theirs.argmax(-1)).all()
+        # The compiled fixed-shape step (whole-capacity attention, masked; fused kernels round
+        # differently) stays within the same bound.
+        np.testing.assert_allclose(compiled, theirs, rtol=0, atol=LOGITS_ATOL)
+        np.testing.assert_allclose(compiled, stepwise, rtol=0, atol=LOGITS_ATOL)
+        assert (compiled.argmax(-1) == theirs.argmax(-1)).all()
         worst = max(worst, float(np.abs(stepwise - theirs).max()))
+        worst_compiled = max(worst_compiled, float(np.abs(compiled - stepwise).max()))
     record(f"per-step logits, max |MLX - torch| ({size}, 4 images x 41 steps)", worst)
+    record(f"per-step logits, max |compiled step - uncompiled step| ({size})", worst_compiled)
 
 
 def test_tied_head_and_bin_weights(tiny_tied_bin):
@@ -86,7 +97,7 @@ def test_tied_head_and_bin_weights(tiny_tied_bin):
     emb = processor.model.decoder.bert.embeddings.word_embeddings.weight
     assert mx.array_equal(head, emb)
     ids = [2, 100, 4000, 37, 5000]
-    theirs, full_forward, _ = _teacher_forced_logits(tiny_tied_bin, processor, IMAGES[0], ids)
+    theirs, full_forward, *_ = _teacher_forced_logits(tiny_tied_bin, processor, IMAGES[0], ids)
     np.testing.assert_allclose(full_forward, theirs, rtol=0, atol=LOGITS_ATOL)
 
 
@@ -133,3 +144,19 @@ def test_cpu_gelu_equals_exact_gelu():
         np.testing.assert_allclose(ours, reference, rtol=0, atol=2e-6)
     small = mx.array(x[:1000])  # below the size where the compiled path pays: MLX's own erf GELU
     assert mx.array_equal(layers.gelu(small), nn.gelu(small))
+
+
+def test_cpu_attention_softmax_equals_torch():
+    """The CPU path's attention (polynomial exp in the softmax, used for the encoder) equals torch's
+    attention, over the whole range of scores; small inputs keep MLX's fused attention."""
+    from mlx_mangaocr import layers
+
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(0, 4, size=(2, 12, 197, 64)).astype(np.float32) for _ in range(3))
+    reference = torch.nn.functional.scaled_dot_product_attention(*map(torch.from_numpy, (q, k, v)), scale=0.125)
+    ours = np.array(layers.attention(mx.array(q), mx.array(k), mx.array(v), 0.125))
+    np.testing.assert_allclose(ours, reference.numpy(), rtol=0, atol=2e-5)
+    x = np.concatenate([np.linspace(-87, 88, 100_001), rng.normal(0, 10, 100_000)]).astype(np.float32)
+    np.testing.assert_allclose(np.array(layers._exp_poly(mx.array(x))), np.exp(x), rtol=3e-7, atol=0)
+    small = [mx.array(a[:, :, :5]) for a in (q, k, v)]
+    assert mx.array_equal(layers.attention(*small, 0.125), mx.fast.scaled_dot_product_attention(*small, scale=0.125))
