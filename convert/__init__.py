@@ -6,23 +6,15 @@ python -m convert kha-white/manga-ocr-base [-o OUT] [--dtype float32|float16|bfl
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from mlx_mangaocr.loading import load_checkpoint, save_checkpoint
+from mlx_mangaocr.model_cache import cache_folder
 
 
 def default_output(source: str, dtype: str, quantize: dict[str, int] | None = None) -> Path:
     """Where a converted model goes when no ``-o`` is given: the per-user model cache."""
-    root = Path(
-        os.environ.get("MLX_MANGAOCR_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "mlx-mangaocr"
-    )
-    name = Path(str(source).rstrip("/")).name or "model"
-    if dtype != "float32":
-        name += f"-{dtype}"
-    if quantize:
-        name += f"-q{quantize['bits']}g{quantize['group_size']}"
-    return root.expanduser() / name
+    return cache_folder(source, dtype, quantize)
 
 
 def convert(

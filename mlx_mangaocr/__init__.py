@@ -11,7 +11,7 @@ from ._blas import load_openblas
 load_openblas()  # must run before the first `import mlx`
 
 from .errors import InvalidImageError, MangaOcrError, ModelLoadError  # noqa: E402
-from .processor import MangaOcrProcessor, load_mlx_processor  # noqa: E402
+from .processor import MangaOcrProcessor, Recognition, load_mlx_processor  # noqa: E402
 from .text import post_process  # noqa: E402
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "MangaOcrError",
     "MangaOcrProcessor",
     "ModelLoadError",
+    "Recognition",
     "load_mlx_processor",
     "post_process",
 ]

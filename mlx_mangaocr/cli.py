@@ -1,44 +1,256 @@
-"""Command line: ``python -m mlx_mangaocr IMAGE... [--model M] [--decoding beam|greedy]``."""
+"""Command line: ``mlx-mangaocr`` (or ``python -m mlx_mangaocr``).
+
+    mlx-mangaocr IMAGE_OR_DIR... [--model M] [--json | --jsonl] [--batch-size N] [--decoding beam|greedy]
+    mlx-mangaocr --watch DIR [--output FILE]      # OCR images as they appear in DIR
+    mlx-mangaocr --clipboard                      # OCR images copied to the clipboard, copy the text back
+
+Exit status: 0 when every image was read, 1 when some failed (each failure is reported and the
+others still run), 2 when nothing could run (no model, no clipboard, bad arguments).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-from .errors import MangaOcrError
-from .loading import DEFAULT_MODEL
+import numpy as np
+
+from .errors import InvalidImageError, MangaOcrError
+from .watch import image_files
 
 
-def main(argv: list[str] | None = None) -> int:
+class Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.done, self.start = total, enabled, 0, time.perf_counter()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if not self.enabled:
+            return
+        width = 30
+        filled = width * self.done // max(self.total, 1)
+        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+        bar = "#" * filled + "-" * (width - filled)
+        sys.stderr.write(f"\r[{bar}] {self.done}/{self.total} images, {rate:.2f} img/s")
+        if self.done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+class Output:
+    """Writes results as text lines, JSON Lines, or one JSON array at the end."""
+
+    def __init__(self, fmt: str, stream, show_path: bool):
+        self.fmt, self.stream, self.show_path, self.records, self.failed = fmt, stream, show_path, [], 0
+
+    def emit(self, record: dict) -> None:
+        if "error" in record:
+            self.failed += 1
+            print(f"error: {record['error']}", file=sys.stderr, flush=True)
+        if self.fmt == "json":
+            self.records.append(record)
+        elif self.fmt == "jsonl":
+            self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        elif "text" in record:
+            self.stream.write(f"{record['path']}\t{record['text']}\n" if self.show_path else record["text"] + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.stream.write(json.dumps(self.records, ensure_ascii=False, indent=1) + "\n")
+            self.stream.flush()
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[str], list[dict]]:
+    """Files as given, folders as their image files; failures for folders without images."""
+    files, errors = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = image_files(path)
+            if not found:
+                errors.append({"path": item, "error": f"no image files in folder {item}"})
+            files += [str(p) for p in found]
+        else:
+            files.append(item)  # a missing file is reported when it is read
+    return files, errors
+
+
+def recognize_files(processor, paths: list[str], batch_size: int, decoding: dict, emit: Callable[[dict], None],
+                    progress: Progress | None = None) -> None:  # fmt: skip
+    """OCR ``paths`` ``batch_size`` at a time; a file that cannot be read is reported on its own
+    and the rest of its batch still runs. Results come in input order."""
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        records: dict[int, dict] = {}
+        pixels, readable = [], []
+        for i, path in enumerate(chunk):
+            try:
+                pixels.append(processor.image_processor(path))
+                readable.append(i)
+            except InvalidImageError as e:
+                records[i] = {"path": path, "error": str(e)}
+        if readable:
+            began = time.perf_counter()
+            results = processor.recognize_pixels(np.stack(pixels), **decoding)
+            seconds = (time.perf_counter() - began) / len(readable)
+            for i, result in zip(readable, results, strict=True):
+                records[i] = {
+                    "path": chunk[i],
+                    "text": result.text,
+                    "confidence": round(result.confidence, 4),
+                    "seconds": round(seconds, 4),
+                }
+        for i in range(len(chunk)):
+            emit(records[i])
+        if progress:
+            progress.advance(len(chunk))
+
+
+def _load(model: str | None):
+    from .model_cache import default_model_folder
+    from .processor import load_mlx_processor
+
+    return load_mlx_processor(model if model else default_model_folder())
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mlx_mangaocr", description="Japanese manga OCR (manga-ocr) on MLX."
+        prog="mlx-mangaocr",
+        description="Japanese manga OCR (manga-ocr) on MLX.",
+        epilog="Exit status: 0 all images read, 1 some failed, 2 nothing could run.",
     )
-    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files or folders of images")
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"converted folder, HF folder or hub id (default {DEFAULT_MODEL})"
+        "--model",
+        help="converted MLX folder, Hugging Face folder or hub id (default: kha-white/manga-ocr-base, "
+        "converted into ~/.cache/mlx-mangaocr on first use)",
     )
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="one JSON array at the end")
+    fmt.add_argument("--jsonl", dest="fmt", action="store_const", const="jsonl", help="one JSON object per line")
+    parser.add_argument("--batch-size", type=int, default=8, help="images decoded together (default 8)")
     parser.add_argument(
         "--decoding",
         choices=["beam", "greedy"],
         default="beam",
         help="beam: the checkpoint's settings, as manga-ocr (default); greedy: num_beams=1",
     )
-    args = parser.parse_args(argv)
-    from . import load_mlx_processor
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: for several images, when stderr is a terminal)",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--watch", metavar="DIR", help="OCR new or changed images in DIR as they appear")
+    mode.add_argument("--clipboard", action="store_true", help="OCR images copied to the clipboard; copy the text back")
+    parser.add_argument("--output", metavar="FILE", help="append results to FILE instead of printing them")
+    parser.add_argument("--interval", type=float, default=0.5, help="--watch/--clipboard: seconds between looks")
+    parser.add_argument(
+        "--limit", type=int, help="--watch/--clipboard: stop after this many images read (default: never)"
+    )
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.interval <= 0:
+        parser.error("--interval must be positive")
+    if (args.watch or args.clipboard) and args.inputs:
+        parser.error("give images, or --watch DIR, or --clipboard, not several")
+    if not (args.watch or args.clipboard or args.inputs):
+        parser.error("give images or folders, --watch DIR or --clipboard")
+    if args.watch and not Path(args.watch).is_dir():
+        print(f"error: --watch needs a folder: {args.watch}", file=sys.stderr)
+        return 2
+    clipboard = None
+    if args.clipboard:
+        from .clipboard import Clipboard
+
+        try:
+            clipboard = Clipboard()
+        except MangaOcrError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     try:
-        processor = load_mlx_processor(args.model)
+        processor = _load(args.model)
     except MangaOcrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     decoding = {"num_beams": 1} if args.decoding == "greedy" else {}
-    failed = 0
-    for image in args.images:
+    stream = open(args.output, "a", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        if args.inputs:
+            return _run_files(processor, args, decoding, stream)
+        return _run_live(processor, args, decoding, stream, clipboard)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if args.output:
+            stream.close()
+
+
+def _run_files(processor, args, decoding: dict, stream) -> int:
+    paths, errors = expand_inputs(args.inputs)
+    out = Output(args.fmt or "text", stream, show_path=len(paths) + len(errors) > 1)
+    for record in errors:
+        out.emit(record)
+    show = args.progress if args.progress is not None else len(paths) > 1 and sys.stderr.isatty()
+    recognize_files(processor, paths, args.batch_size, decoding, out.emit, Progress(len(paths), show))
+    out.close()
+    return 1 if out.failed else 0
+
+
+def _run_live(processor, args, decoding: dict, stream, clipboard) -> int:
+    out = Output("jsonl" if args.fmt == "jsonl" else "text", stream, show_path=bool(args.watch))
+    count = 0
+
+    def stop() -> bool:
+        return args.limit is not None and count >= args.limit
+
+    if args.watch:
+        from .watch import watch_folder
+
+        def on_file(path: Path) -> None:
+            nonlocal count
+            records: list[dict] = []
+            recognize_files(processor, [str(path)], 1, decoding, records.append)
+            out.emit(records[0])
+            count += "text" in records[0]
+
+        print(f"watching {args.watch} for new images (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        watch_folder(args.watch, on_file, interval=args.interval, stop=stop)
+    else:
+        from .clipboard import watch_clipboard
+
+        def on_image(image) -> str | None:
+            nonlocal count
+            records: list[dict] = []
+            began = time.perf_counter()
+            try:
+                result = processor.recognize([image], **decoding)[0]
+                records.append({"path": "<clipboard>", "text": result.text, "confidence": round(result.confidence, 4),
+                                "seconds": round(time.perf_counter() - began, 4)})  # fmt: skip
+            except InvalidImageError as e:
+                records.append({"path": "<clipboard>", "error": str(e)})
+            out.emit(records[0])
+            count += "text" in records[0]
+            return records[0].get("text")
+
+        print("watching the clipboard for images (Ctrl-C to stop)", file=sys.stderr, flush=True)
         try:
-            text = processor.process_image(image, **decoding)
+            watch_clipboard(clipboard, on_image, interval=args.interval, stop=stop)
         except MangaOcrError as e:
             print(f"error: {e}", file=sys.stderr)
-            failed += 1
-            continue
-        print(f"{image}\t{text}" if len(args.images) > 1 else text)
-    return 1 if failed else 0
+            return 2
+    return 1 if out.failed else 0

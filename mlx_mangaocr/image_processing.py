@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,27 +20,39 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import InvalidImageError, ModelLoadError
 
-ImageInput = str | Path | bytes | bytearray | Image.Image | np.ndarray
+ImageInput = str | Path | bytes | bytearray | memoryview | Image.Image | np.ndarray
+
+
+def max_pixels() -> int | None:
+    """The largest image (width x height) read from a file or bytes: Pillow's decompression-bomb
+    limit, ``PIL.Image.MAX_IMAGE_PIXELS`` (89,478,485 by default; set it to raise or lift the
+    limit). Pillow itself only warns up to twice that size; here anything above it is refused."""
+    return Image.MAX_IMAGE_PIXELS
 
 
 def load_image(image: ImageInput) -> Image.Image:
     """Turn any accepted input into a loaded PIL image, or raise ``InvalidImageError``.
 
     Accepts a path (str or Path), encoded bytes, a PIL image, or a uint8 NumPy array of shape
-    (H, W), (H, W, 3) or (H, W, 4).
+    (H, W), (H, W, 3) or (H, W, 4). Animated images give their first frame, as in upstream; the
+    EXIF orientation is not applied, as in upstream.
     """
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, np.ndarray):
         return _from_array(image)
-    if isinstance(image, (bytes, bytearray)):
-        return _open(io.BytesIO(image), "the image bytes")
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        if not len(image):
+            raise InvalidImageError("the image bytes are empty")
+        return _open(io.BytesIO(bytes(image)), "the image bytes")
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.exists():
             raise InvalidImageError(f"image file not found: {path}")
         if path.is_dir():
             raise InvalidImageError(f"expected an image file, got a directory: {path}")
+        if path.stat().st_size == 0:
+            raise InvalidImageError(f"image file is empty (0 bytes): {path}")
         return _open(path, str(path))
     raise InvalidImageError(
         f"unsupported image input of type {type(image).__name__}: pass a path, bytes, a PIL image "
@@ -49,20 +62,32 @@ def load_image(image: ImageInput) -> Image.Image:
 
 def _open(source, name: str) -> Image.Image:
     try:
-        with Image.open(source) as img:
+        with warnings.catch_warnings():  # the size check below says it clearly, as an error
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(source)
+        with img:
+            limit = max_pixels()
+            if limit and img.width * img.height > limit:
+                raise InvalidImageError(
+                    f"{name} is {img.width}x{img.height} = {img.width * img.height:,} pixels, over the "
+                    f"{limit:,}-pixel limit (PIL.Image.MAX_IMAGE_PIXELS) that guards against decompression bombs"
+                )
             img.load()
             return img.copy()  # the first frame of an animated image, as upstream reads it
-    except UnidentifiedImageError:
-        raise InvalidImageError(f"{name} is not an image PIL can read") from None
+    except InvalidImageError:
+        raise
     except Image.DecompressionBombError as e:
         raise InvalidImageError(f"{name} is too large to decode safely: {e}") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise InvalidImageError(f"{name} is not an image PIL can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InvalidImageError(f"{name} could not be decoded (truncated or corrupt?): {e}") from None
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
     if array.dtype != np.uint8:
-        raise InvalidImageError(f"a NumPy image must be uint8, got {array.dtype}")
+        hint = " (for floats in [0, 1], pass (array * 255).round().astype(np.uint8))" if array.dtype.kind == "f" else ""
+        raise InvalidImageError(f"a NumPy image must be uint8, got {array.dtype}{hint}")
     if array.ndim == 3 and array.shape[2] in (3, 4):
         mode = "RGB" if array.shape[2] == 3 else "RGBA"
     elif array.ndim == 2:
@@ -135,7 +160,15 @@ class ImageProcessor:
         img = load_image(image)
         if img.width == 0 or img.height == 0:
             raise InvalidImageError(f"the image is empty ({img.width}x{img.height})")
-        img = img.convert("L").convert("RGB")
+        try:
+            img.load()  # a PIL image opened lazily by the caller decodes here
+        except (OSError, ValueError, EOFError) as e:
+            raise InvalidImageError(f"the image could not be decoded (truncated or corrupt?): {e}") from None
+        try:
+            img = img.convert("L").convert("RGB")
+        except ValueError as e:  # e.g. LAB: Pillow cannot make it grayscale, nor can upstream
+            message = f"an image of mode {img.mode} cannot be made grayscale as manga-ocr does: {e}"
+            raise InvalidImageError(message) from None
         if self.do_resize:
             img = img.resize((self.width, self.height), resample=self.resample)
         pixels = np.asarray(img)

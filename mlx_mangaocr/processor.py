@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
+import numpy as np
 
-from .generate import generate
+from .generate import generate, mean_token_probability
 from .image_processing import ImageInput
 from .loading import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from .text import post_process
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """One image's result: the text as manga-ocr prints it, the token ids (start token to end
+    token) and a confidence score, the mean probability of the generated tokens (0 to 1)."""
+
+    text: str
+    ids: list[int]
+    confidence: float
 
 
 class MangaOcrProcessor:
@@ -24,6 +37,9 @@ class MangaOcrProcessor:
 
     ``compile_step`` runs the decoder step compiled with ``mx.compile`` over fixed shapes (the
     default; same token ids as the uncompiled step, which ``compile_step=False`` selects).
+
+    One processor may be shared by several threads: the MLX work of each call runs under a lock,
+    one call at a time (preprocessing and post-processing run in parallel).
     """
 
     def __init__(self, checkpoint: Checkpoint, compile_step: bool = True):
@@ -33,6 +49,7 @@ class MangaOcrProcessor:
         self.config = checkpoint.config
         self.vocab = checkpoint.vocab
         self.image_processor = checkpoint.image_processor
+        self._lock = threading.RLock()  # MLX graphs, the compiled step and its trace: one thread at a time
 
     @property
     def generation_config(self):
@@ -41,12 +58,32 @@ class MangaOcrProcessor:
 
     def pixels(self, images: list[ImageInput]) -> mx.array:
         """Images -> preprocessed pixels (B, H, W, 3) in the model's dtype, not yet evaluated."""
-        return mx.array(self.image_processor.batch(images)).astype(self.model.encoder.layernorm.weight.dtype)
+        return self._to_device(self.image_processor.batch(images))
+
+    def _to_device(self, pixels: np.ndarray) -> mx.array:
+        with self._lock:
+            return mx.array(pixels).astype(self.model.encoder.layernorm.weight.dtype)
 
     def generate_from_pixels(self, pixels: mx.array, **decoding) -> list[list[int]]:
         """Token ids (start token to end token) for preprocessed pixels, decoded as one batch."""
         settings = self.config.generation.updated(**decoding)
-        return generate(self.model, self.model.encode(pixels), settings, compile_step=self.compile_step)
+        with self._lock:
+            return generate(self.model, self.model.encode(pixels), settings, compile_step=self.compile_step)
+
+    def recognize_pixels(self, pixels: np.ndarray | mx.array, **decoding) -> list[Recognition]:
+        """Texts, ids and confidences for preprocessed pixels (B, H, W, 3), decoded as one batch."""
+        settings = self.config.generation.updated(**decoding)
+        with self._lock:
+            if isinstance(pixels, np.ndarray):
+                pixels = self._to_device(pixels)
+            hidden = self.model.encode(pixels)
+            rows = generate(self.model, hidden, settings, compile_step=self.compile_step)
+            confidences = mean_token_probability(self.model, hidden, rows)
+        return [Recognition(self.decode(ids), ids, c) for ids, c in zip(rows, confidences, strict=True)]
+
+    def recognize(self, images: list[ImageInput], **decoding) -> list[Recognition]:
+        """Like ``generate_ids``, with the texts and a confidence score per image."""
+        return self.recognize_pixels(self.image_processor.batch(images), **decoding)
 
     def generate_ids(self, images: list[ImageInput], **decoding) -> list[list[int]]:
         """Token ids (start token to end token) for a list of images decoded together as a batch.

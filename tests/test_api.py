@@ -6,7 +6,7 @@ from oracle import hf_generate, pixel_values, tokenizer, upstream_text
 from PIL import Image
 
 from benchmarks.synthetic import IMAGES
-from mlx_mangaocr import InvalidImageError, MangaOcrError, load_mlx_processor
+from mlx_mangaocr import load_mlx_processor
 
 
 def test_default_decoding_is_the_checkpoints_beam_search(tiny, tiny_processor):
@@ -65,48 +65,8 @@ def test_bad_decoding_options(tiny_processor):
         tiny_processor.process_images(IMAGES[:2], batch_size=0)
 
 
-def _bad_images(tmp_path):
-    yield "missing", tmp_path / "nope.png", "image file not found"
-    yield "directory", tmp_path, "got a directory"
-    empty = tmp_path / "empty.png"
-    empty.write_bytes(b"")
-    yield "empty file", empty, "not an image"
-    text = tmp_path / "notes.txt"
-    text.write_text("hello")
-    yield "not an image", text, "not an image"
-    truncated = tmp_path / "truncated.jpg"
-    truncated.write_bytes(IMAGES[0].read_bytes()[:600])
-    yield "truncated jpeg", truncated, "could not be decoded"
-    yield "float array", np.zeros((10, 10), dtype=np.float32), "must be uint8"
-    yield "5-D array", np.zeros((2, 2, 2, 2, 2), dtype=np.uint8), r"must be \(H, W\)"
-    yield "empty array", np.zeros((0, 5), dtype=np.uint8), "empty"
-    yield "wrong type", 42, "unsupported image input"
-
-
-def test_bad_images_raise_one_exported_exception(tiny_processor, tmp_path):
-    assert issubclass(InvalidImageError, MangaOcrError) and issubclass(InvalidImageError, ValueError)
-    for _name, image, message in _bad_images(tmp_path):
-        with pytest.raises(InvalidImageError, match=message):
-            tiny_processor.process_image(image)
-        with pytest.raises(InvalidImageError, match=message):
-            tiny_processor.process_images([IMAGES[0], image])  # one bad image in a batch is named too
-
-
 def test_load_from_a_converted_folder_and_from_hf_folder_agree(tiny, tiny_processor, tmp_path):
     import convert
 
     out = convert.convert(str(tiny.folder), tmp_path / "mlx")
     assert load_mlx_processor(out).process_image(IMAGES[7]) == tiny_processor.process_image(IMAGES[7])
-
-
-def test_command_line_prints_text_and_reports_bad_files(tiny, tiny_processor, tmp_path, capsys):
-    from mlx_mangaocr.cli import main
-
-    assert main([str(IMAGES[0]), "--model", str(tiny.folder), "--decoding", "greedy"]) == 0
-    assert capsys.readouterr().out.strip() == tiny_processor.process_image(IMAGES[0], num_beams=1)
-    assert main([str(IMAGES[1]), str(tmp_path / "missing.png"), "--model", str(tiny.folder)]) == 1
-    captured = capsys.readouterr()
-    assert captured.out.strip() == f"{IMAGES[1]}\t{tiny_processor.process_image(IMAGES[1])}"
-    assert "image file not found" in captured.err
-    assert main([str(IMAGES[0]), "--model", str(tmp_path / "no-model")]) == 2
-    assert "model folder not found" in capsys.readouterr().err

@@ -1,0 +1,53 @@
+"""The per-user folder of converted models, and the default model converted there on first use."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .errors import ModelLoadError
+from .loading import DEFAULT_MODEL, load_checkpoint, save_checkpoint
+
+
+def cache_root() -> Path:
+    """``$MLX_MANGAOCR_HOME``, else ``$XDG_CACHE_HOME/mlx-mangaocr``, else ``~/.cache/mlx-mangaocr``."""
+    root = os.environ.get("MLX_MANGAOCR_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "mlx-mangaocr"
+    return Path(root).expanduser()
+
+
+def cache_folder(source: str, dtype: str = "float32", quantize: dict[str, int] | None = None) -> Path:
+    """Where ``python -m convert SOURCE`` writes by default: the cache root / NAME[-DTYPE][-qBgG]."""
+    name = Path(str(source).rstrip("/")).name or "model"
+    if dtype != "float32":
+        name += f"-{dtype}"
+    if quantize:
+        name += f"-q{quantize['bits']}g{quantize['group_size']}"
+    return cache_root() / name
+
+
+def default_model_folder() -> Path:
+    """The converted default model's folder; converts ``kha-white/manga-ocr-base`` into it on
+    first use (a download from the Hugging Face hub). Offline with nothing converted yet, raises
+    ``ModelLoadError`` saying what to run."""
+    folder = cache_folder(DEFAULT_MODEL)
+    if (folder / "model.safetensors").is_file():
+        return folder
+    print(f"mlx-mangaocr: first use: converting {DEFAULT_MODEL} into {folder} ...", file=sys.stderr, flush=True)
+    try:
+        checkpoint = load_checkpoint(DEFAULT_MODEL)
+    except ModelLoadError as e:
+        raise ModelLoadError(
+            f"no converted model in {folder}, and {DEFAULT_MODEL} could not be fetched: {e}.\n"
+            f"Connect to the internet and run `python -m convert {DEFAULT_MODEL}` (or run this command again: "
+            f"it converts on first use), or pass --model with a converted or Hugging Face model folder."
+        ) from None
+    partial = folder.with_name(folder.name + ".partial")  # renamed when complete: never half a model
+    if partial.exists():
+        shutil.rmtree(partial)
+    save_checkpoint(checkpoint, partial)
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)
+    return folder
