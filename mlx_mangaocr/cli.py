@@ -82,27 +82,29 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], list[dict]]:
     return files, errors
 
 
-def recognize_files(processor, paths: list[str], batch_size: int, decoding: dict, emit: Callable[[dict], None],
-                    progress: Progress | None = None) -> None:  # fmt: skip
-    """OCR ``paths`` ``batch_size`` at a time; a file that cannot be read is reported on its own
-    and the rest of its batch still runs. Results come in input order."""
+def recognize_files(processor, paths: list, batch_size: int, decoding: dict, emit: Callable[[dict], None],
+                    progress: Progress | None = None, names: list[str] | None = None) -> None:  # fmt: skip
+    """OCR ``paths`` (or any image inputs, reported under ``names``) ``batch_size`` at a time; an
+    image that cannot be read is reported on its own and the rest of its batch still runs.
+    Results come in input order."""
+    names = names or [str(p) for p in paths]
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
+        chunk, chunk_names = paths[start : start + batch_size], names[start : start + batch_size]
         records: dict[int, dict] = {}
         pixels, readable = [], []
-        for i, path in enumerate(chunk):
+        for i, image in enumerate(chunk):
             try:
-                pixels.append(processor.image_processor(path))
+                pixels.append(processor.image_processor(image))
                 readable.append(i)
             except InvalidImageError as e:
-                records[i] = {"path": path, "error": str(e)}
+                records[i] = {"path": chunk_names[i], "error": str(e)}
         if readable:
             began = time.perf_counter()
             results = processor.recognize_pixels(np.stack(pixels), **decoding)
             seconds = (time.perf_counter() - began) / len(readable)
             for i, result in zip(readable, results, strict=True):
                 records[i] = {
-                    "path": chunk[i],
+                    "path": chunk_names[i],
                     "text": result.text,
                     "confidence": round(result.confidence, 4),
                     "seconds": round(seconds, 4),
@@ -218,34 +220,25 @@ def _run_live(processor, args, decoding: dict, stream, clipboard) -> int:
     def stop() -> bool:
         return args.limit is not None and count >= args.limit
 
+    def read_one(image, name: str) -> dict:
+        """OCR one image, emit its record, count it if read; return the record."""
+        nonlocal count
+        records: list[dict] = []
+        recognize_files(processor, [image], 1, decoding, records.append, names=[name])
+        out.emit(records[0])
+        count += "text" in records[0]
+        return records[0]
+
     if args.watch:
         from .watch import watch_folder
 
-        def on_file(path: Path) -> None:
-            nonlocal count
-            records: list[dict] = []
-            recognize_files(processor, [str(path)], 1, decoding, records.append)
-            out.emit(records[0])
-            count += "text" in records[0]
-
         print(f"watching {args.watch} for new images (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        watch_folder(args.watch, on_file, interval=args.interval, stop=stop)
+        watch_folder(args.watch, lambda path: read_one(path, str(path)), interval=args.interval, stop=stop)
     else:
         from .clipboard import watch_clipboard
 
         def on_image(image) -> str | None:
-            nonlocal count
-            records: list[dict] = []
-            began = time.perf_counter()
-            try:
-                result = processor.recognize([image], **decoding)[0]
-                records.append({"path": "<clipboard>", "text": result.text, "confidence": round(result.confidence, 4),
-                                "seconds": round(time.perf_counter() - began, 4)})  # fmt: skip
-            except InvalidImageError as e:
-                records.append({"path": "<clipboard>", "error": str(e)})
-            out.emit(records[0])
-            count += "text" in records[0]
-            return records[0].get("text")
+            return read_one(image, "<clipboard>").get("text")
 
         print("watching the clipboard for images (Ctrl-C to stop)", file=sys.stderr, flush=True)
         try:

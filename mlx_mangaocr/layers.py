@@ -48,6 +48,12 @@ def _softmax_poly(x: mx.array) -> mx.array:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _cpu_fast_path(size: int, dtype: mx.Dtype) -> bool:
+    """Whether the fused CPU paths below pay: float32 on the CPU, and large enough that a compiled
+    call costs less than it saves (the encoder, not a decode step)."""
+    return size >= 65536 and dtype == mx.float32 and mx.default_device().type == mx.DeviceType.cpu
+
+
 class _CpuFused:
     """A function fused by ``mx.compile`` for large float32 inputs on the CPU, where MLX's CPU
     backend runs erf and exp element by element several times slower than the rest of a layer.
@@ -58,7 +64,7 @@ class _CpuFused:
         self.fn, self.compiled, self.fallback, self.ok = fn, mx.compile(fn), fallback, True
 
     def __call__(self, x: mx.array) -> mx.array:
-        if x.size < 65536 or x.dtype != mx.float32 or mx.default_device().type != mx.DeviceType.cpu:
+        if not _cpu_fast_path(x.size, x.dtype):
             return self.fallback(x)
         if self.ok:
             try:
@@ -83,7 +89,7 @@ def attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
     except on the CPU for large float32 score matrices (the encoder), where the softmax's exp
     goes through the fused polynomial above: same values to float32 rounding, ~2x faster."""
     scores_size = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
-    if scores_size < 65536 or q.dtype != mx.float32 or mx.default_device().type != mx.DeviceType.cpu:
+    if not _cpu_fast_path(scores_size, q.dtype):
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
     return _softmax((q * scale) @ k.swapaxes(-1, -2)) @ v
 

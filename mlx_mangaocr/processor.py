@@ -64,20 +64,23 @@ class MangaOcrProcessor:
         with self._lock:
             return mx.array(pixels).astype(self.model.encoder.layernorm.weight.dtype)
 
+    def _encode_and_generate(self, pixels: np.ndarray | mx.array, decoding: dict) -> tuple[mx.array, list[list[int]]]:
+        """Encoder states and token ids for a batch of pixels; the caller holds the lock."""
+        settings = self.config.generation.updated(**decoding)
+        if isinstance(pixels, np.ndarray):
+            pixels = self._to_device(pixels)
+        hidden = self.model.encode(pixels)
+        return hidden, generate(self.model, hidden, settings, compile_step=self.compile_step)
+
     def generate_from_pixels(self, pixels: mx.array, **decoding) -> list[list[int]]:
         """Token ids (start token to end token) for preprocessed pixels, decoded as one batch."""
-        settings = self.config.generation.updated(**decoding)
         with self._lock:
-            return generate(self.model, self.model.encode(pixels), settings, compile_step=self.compile_step)
+            return self._encode_and_generate(pixels, decoding)[1]
 
     def recognize_pixels(self, pixels: np.ndarray | mx.array, **decoding) -> list[Recognition]:
         """Texts, ids and confidences for preprocessed pixels (B, H, W, 3), decoded as one batch."""
-        settings = self.config.generation.updated(**decoding)
         with self._lock:
-            if isinstance(pixels, np.ndarray):
-                pixels = self._to_device(pixels)
-            hidden = self.model.encode(pixels)
-            rows = generate(self.model, hidden, settings, compile_step=self.compile_step)
+            hidden, rows = self._encode_and_generate(pixels, decoding)
             confidences = mean_token_probability(self.model, hidden, rows)
         return [Recognition(self.decode(ids), ids, c) for ids, c in zip(rows, confidences, strict=True)]
 
