@@ -70,3 +70,22 @@ def test_load_from_a_converted_folder_and_from_hf_folder_agree(tiny, tiny_proces
 
     out = convert.convert(str(tiny.folder), tmp_path / "mlx")
     assert load_mlx_processor(out).process_image(IMAGES[7]) == tiny_processor.process_image(IMAGES[7])
+
+
+def test_confidence_is_the_mean_probability_transformers_gives_the_tokens(tiny, tiny_processor):
+    """recognize()'s confidence: the mean over the generated tokens of softmax(logits)[token],
+    recomputed from transformers' teacher-forced logits; batched rows of different lengths too."""
+    import torch
+    from oracle import pixel_values
+
+    paths = [IMAGES[0], IMAGES[2], IMAGES[9]]
+    results = tiny_processor.recognize(paths)
+    assert len({len(r.ids) for r in results}) > 1  # rows of different lengths in one batch
+    for path, result in zip(paths, results, strict=True):
+        with torch.no_grad():
+            logits = tiny.oracle(
+                pixel_values=pixel_values(tiny.folder, path), decoder_input_ids=torch.tensor([result.ids[:-1]])
+            ).logits[0]
+        probs = torch.softmax(logits, dim=-1)[torch.arange(len(result.ids) - 1), torch.tensor(result.ids[1:])]
+        assert abs(result.confidence - float(probs.mean())) < 1e-5
+        assert result.text == tiny_processor.process_image(path)
