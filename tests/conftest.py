@@ -32,6 +32,16 @@ class Built:
         self.spec = spec
         self.torch_model = write_checkpoint(folder, spec)
         self.oracle = load_oracle(folder)
+        self._oracle64 = None
+
+    @property
+    def oracle64(self):
+        """The oracle in float64: the reference both fp32 sides' errors are measured against."""
+        if self._oracle64 is None:
+            import copy
+
+            self._oracle64 = copy.deepcopy(self.oracle).double()
+        return self._oracle64
 
 
 @pytest.fixture(scope="session")

@@ -76,6 +76,36 @@ class TorchStepper:
         self.past.reorder_cache(torch.from_numpy(np.asarray(rows, dtype=np.int64)))
 
 
+# fp32 tolerances. MLX and PyTorch evaluate the same float32 sums in different orders (and MLX's CPU
+# paths use polynomial exp/erf within 2-4 ulps), so each side's error against a float64 evaluation of
+# the same model is of the same size, and which one is larger depends on the CPU's kernels (AVX-512 or
+# AVX2, MKL or OpenBLAS blocking), not on the code. So MLX's error is bounded by a small multiple of
+# PyTorch's own error on the same inputs, measured in the same run, never by a number one machine
+# printed. The floor (one ulp of the largest value) keeps a bound from collapsing where PyTorch's
+# error happens to be ~0. A wrong layer, mask, scale or bias errs by 1e-2 to 1, far outside.
+U = 2.0**-24  # float32 unit roundoff
+RATIO = 4.0
+
+
+def fp32_bound(theirs32: np.ndarray, ref64: np.ndarray) -> float:
+    """The largest error an fp32 implementation may make here: RATIO x PyTorch's own max error
+    against the float64 reference, floored at one float32 ulp of the largest magnitude."""
+    ref64 = np.asarray(ref64, dtype=np.float64)
+    torch_error = float(np.abs(np.asarray(theirs32, dtype=np.float64) - ref64).max())
+    return RATIO * max(torch_error, 2 * U * float(np.abs(ref64).max()))
+
+
+def assert_fp32_close(ours, theirs32, ref64, what: str = "") -> float:
+    """Assert MLX's max error against float64 is within ``fp32_bound``; return it as a fraction of
+    PyTorch's own max error (the figure the tests record)."""
+    ref64 = np.asarray(ref64, dtype=np.float64)
+    ours_error = float(np.abs(np.asarray(ours, dtype=np.float64) - ref64).max())
+    torch_error = float(np.abs(np.asarray(theirs32, dtype=np.float64) - ref64).max())
+    bound = fp32_bound(theirs32, ref64)
+    assert ours_error <= bound, f"{what}: MLX error {ours_error:.3g} > {bound:.3g} (PyTorch's {torch_error:.3g})"
+    return ours_error / max(torch_error, 1e-300)
+
+
 # Parity figures measured by the tests, printed at the end of the run (see conftest.py).
 FIGURES: dict[str, str] = {}
 

@@ -76,16 +76,21 @@ def test_confidence_is_the_mean_probability_transformers_gives_the_tokens(tiny, 
     """recognize()'s confidence: the mean over the generated tokens of softmax(logits)[token],
     recomputed from transformers' teacher-forced logits; batched rows of different lengths too."""
     import torch
-    from oracle import pixel_values
+    from oracle import fp32_bound, pixel_values
 
     paths = [IMAGES[0], IMAGES[2], IMAGES[9]]
     results = tiny_processor.recognize(paths)
     assert len({len(r.ids) for r in results}) > 1  # rows of different lengths in one batch
     for path, result in zip(paths, results, strict=True):
+        pixels, ids = pixel_values(tiny.folder, path), torch.tensor([result.ids[:-1]])
+        steps, chosen = torch.arange(len(result.ids) - 1), torch.tensor(result.ids[1:])
         with torch.no_grad():
-            logits = tiny.oracle(
-                pixel_values=pixel_values(tiny.folder, path), decoder_input_ids=torch.tensor([result.ids[:-1]])
-            ).logits[0]
-        probs = torch.softmax(logits, dim=-1)[torch.arange(len(result.ids) - 1), torch.tensor(result.ids[1:])]
-        assert abs(result.confidence - float(probs.mean())) < 1e-5
+            logits = tiny.oracle(pixel_values=pixels, decoder_input_ids=ids).logits[0]
+            exact = tiny.oracle64(pixel_values=pixels.double(), decoder_input_ids=ids).logits[0]
+        confidence = float(torch.softmax(exact, dim=-1)[steps, chosen].mean())
+        # Our logits are within fp32_bound of the float64 ones (test_model); a logit error d moves each
+        # log-probability by at most 2d, so each probability p by about 2d * p <= 2d, and their mean too.
+        # fp32_bound's floor (8 ulps of the largest logit) covers logit - logsumexp's own rounding.
+        bound = 2 * fp32_bound(logits.numpy(), exact.numpy())
+        assert abs(result.confidence - confidence) <= bound, (result.confidence, confidence, bound)
         assert result.text == tiny_processor.process_image(path)
