@@ -1,7 +1,7 @@
 """Finding, reading, checking and saving checkpoints.
 
 A model source is a local folder or a Hugging Face hub id. The folder may hold a model converted
-by ``python -m convert`` or an unconverted Hugging Face ``VisionEncoderDecoderModel`` checkpoint
+by ``mlx-mangaocr-convert`` or an unconverted Hugging Face ``VisionEncoderDecoderModel`` checkpoint
 (``model.safetensors``, or ``pytorch_model.bin`` read through torch): both take the same path,
 because ``MangaOcrModel.sanitize`` is idempotent and runs on every load.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from . import hub
 from .config import ModelConfig
 from .errors import ModelLoadError
 from .image_processing import ImageProcessor
@@ -59,48 +60,7 @@ def resolve_source(path_or_repo: str | Path) -> Path:
 def download(repo_id: str) -> Path:
     """Fetch a checkpoint's config, vocab and weights (safetensors if the repo has them, else the
     ``.bin``) from the Hugging Face hub, or from its cache when offline; return the snapshot folder."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
-
-    offline_hint = (
-        f"offline and not in the Hugging Face cache. Connect once, or convert on a connected "
-        f"machine (python -m convert {repo_id} -o FOLDER) and load that folder"
-    )
-
-    def fetch(filename: str, required: bool) -> Path | None:
-        # Order matters: LocalEntryNotFoundError (offline, not cached) is an EntryNotFoundError.
-        try:
-            return Path(hf_hub_download(repo_id, filename))
-        except RepositoryNotFoundError:
-            raise ModelLoadError(f"no model repo {repo_id!r} on the Hugging Face hub (or it is private)") from None
-        except LocalEntryNotFoundError:
-            if required:
-                raise ModelLoadError(f"cannot get {filename} of {repo_id!r}: {offline_hint}") from None
-            return None
-        except EntryNotFoundError:
-            if required:
-                raise ModelLoadError(f"the hub repo {repo_id!r} has no {filename}") from None
-            return None
-        except (HfHubHTTPError, OSError) as e:
-            raise ModelLoadError(f"downloading {filename} of {repo_id!r} failed: {e}") from None
-
-    folder = fetch(CONFIG_FILES[0], required=True).parent
-    for name in CONFIG_FILES[1:]:
-        fetch(name, required=True)
-    for name in OPTIONAL_FILES:
-        fetch(name, required=False)
-    for name in WEIGHT_FILES:
-        if fetch(name, required=False) is not None:
-            return folder
-    raise ModelLoadError(
-        f"could not get model.safetensors or pytorch_model.bin of {repo_id!r} "
-        "(the repo has neither, or it is not cached and the hub is unreachable)"
-    )
+    return hub.download(repo_id, CONFIG_FILES, OPTIONAL_FILES, WEIGHT_FILES)
 
 
 def _read_json(path: Path) -> dict:

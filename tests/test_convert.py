@@ -12,7 +12,7 @@ from safetensors.numpy import load_file, save_file
 
 import convert
 from benchmarks.synthetic import IMAGES
-from convert.__main__ import main as convert_main
+from convert import main as convert_main
 from mlx_mangaocr import ModelLoadError, load_mlx_processor
 from mlx_mangaocr.loading import load_checkpoint
 
@@ -190,8 +190,59 @@ def test_hub_id_resolves_through_huggingface_hub(name, request, tmp_path, monkey
     assert processor.generate_ids([IMAGES[0]])[0] == hf_generate(built.oracle, pixel_values(built.folder, IMAGES[0]))[0]
     out = convert.convert("someone/manga-ocr-test", tmp_path / "converted")
     assert (out / "model.safetensors").is_file()
-    with pytest.raises(ModelLoadError, match="offline and not in the Hugging Face cache"):
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE is set and it is not in the Hugging Face cache"):
         load_mlx_processor("someone/not-downloaded")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_hub_falls_back_to_the_cache_at_once(tiny, tmp_path, monkeypatch):
+    """Online mode, but the hub refuses connections: one probe, then the cached snapshot is used."""
+    import time
+
+    import huggingface_hub.constants as hub
+
+    snapshot = _fake_hub_cache(tmp_path / "hub", "someone/manga-ocr-test", tiny.folder)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    start = time.monotonic()
+    assert load_checkpoint("someone/manga-ocr-test").source == snapshot
+    with pytest.raises(ModelLoadError, match=r"offline \(the hub at http://127.0.0.1:\d+ cannot be reached\)"):
+        load_checkpoint("someone/not-downloaded")
+    assert time.monotonic() - start < 20  # a sanity bound: huggingface_hub's own retries take 24 s per file
+
+
+@pytest.mark.parametrize("how", ["refused", "HF_HUB_OFFLINE"])
+def test_first_use_offline_answers_in_seconds_with_one_message(tmp_path, how):
+    """A new user offline with no model: the command fails at once with one message and no retry noise."""
+    import os
+    import subprocess
+    import time
+
+    env = dict(os.environ, MLX_MANGAOCR_HOME=str(tmp_path / "models"), HF_HOME=str(tmp_path / "hf"))
+    env.pop("HF_HUB_OFFLINE", None)
+    if how == "refused":
+        env["HF_ENDPOINT"] = f"http://127.0.0.1:{_closed_port()}"
+    else:
+        env["HF_HUB_OFFLINE"] = "1"
+    start = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "mlx_mangaocr", str(IMAGES[0])], env=env, capture_output=True, text=True, timeout=120
+    )
+    elapsed = time.monotonic() - start
+    assert run.returncode == 2, run.stderr
+    assert "Retry" not in run.stderr
+    assert run.stderr.count("error:") == 1
+    assert "run `mlx-mangaocr-convert kha-white/manga-ocr-base`" in run.stderr
+    assert ("cannot be reached" if how == "refused" else "HF_HUB_OFFLINE is set") in run.stderr
+    assert elapsed < 20, elapsed  # a generous sanity bound (the retries alone took 24 s)
 
 
 @pytest.mark.parametrize("bits", [8, 4])
