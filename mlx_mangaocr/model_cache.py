@@ -18,7 +18,7 @@ def cache_root() -> Path:
 
 
 def cache_folder(source: str, dtype: str = "float32", quantize: dict[str, int] | None = None) -> Path:
-    """Where ``python -m convert SOURCE`` writes by default: the cache root / NAME[-DTYPE][-qBgG]."""
+    """Where ``mlx-mangaocr-convert SOURCE`` writes by default: the cache root / NAME[-DTYPE][-qBgG]."""
     name = Path(str(source).rstrip("/")).name or "model"
     if dtype != "float32":
         name += f"-{dtype}"
@@ -40,7 +40,7 @@ def default_model_folder() -> Path:
     except ModelLoadError as e:
         raise ModelLoadError(
             f"no converted model in {folder}, and {DEFAULT_MODEL} could not be fetched: {e}.\n"
-            f"Connect to the internet and run `python -m convert {DEFAULT_MODEL}` (or run this command again: "
+            f"Connect to the internet and run `mlx-mangaocr-convert {DEFAULT_MODEL}` (or run this command again: "
             f"it converts on first use), or pass --model with a converted or Hugging Face model folder."
         ) from None
     partial = folder.with_name(folder.name + ".partial")  # renamed when complete: never half a model

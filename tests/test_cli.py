@@ -171,7 +171,7 @@ def test_default_model_is_converted_on_first_use(tiny, tmp_path, monkeypatch, ca
     monkeypatch.setattr(loading, "download", offline)
     assert main([str(IMAGES[0])]) == 2
     err = capsys.readouterr().err
-    assert f"no converted model in {target}" in err and "python -m convert kha-white/manga-ocr-base" in err
+    assert f"no converted model in {target}" in err and "mlx-mangaocr-convert kha-white/manga-ocr-base" in err
     assert not target.exists()  # nothing half-written
 
     monkeypatch.setattr(loading, "download", lambda repo_id: tiny.folder)
