@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -38,18 +39,27 @@ class MangaOcrProcessor:
     ``compile_step`` runs the decoder step compiled with ``mx.compile`` over fixed shapes (the
     default; same token ids as the uncompiled step, which ``compile_step=False`` selects).
 
+    ``device`` (``mx.cpu``, ``mx.gpu`` or None for MLX's default device) is where its MLX work runs.
+
     One processor may be shared by several threads: the MLX work of each call runs under a lock,
     one call at a time (preprocessing and post-processing run in parallel).
     """
 
-    def __init__(self, checkpoint: Checkpoint, compile_step: bool = True):
+    def __init__(self, checkpoint: Checkpoint, compile_step: bool = True, device: mx.Device | None = None):
         self.checkpoint = checkpoint
         self.compile_step = compile_step
+        self.device = device
         self.model = checkpoint.model
         self.config = checkpoint.config
         self.vocab = checkpoint.vocab
         self.image_processor = checkpoint.image_processor
         self._lock = threading.RLock()  # MLX graphs, the compiled step and its trace: one thread at a time
+
+    @contextlib.contextmanager
+    def _running(self):
+        """Hold the lock, on ``device`` when one is set: every MLX call goes through here."""
+        with self._lock, mx.stream(self.device) if self.device is not None else contextlib.nullcontext():
+            yield
 
     @property
     def generation_config(self):
@@ -61,11 +71,11 @@ class MangaOcrProcessor:
         return self._to_device(self.image_processor.batch(images))
 
     def _to_device(self, pixels: np.ndarray) -> mx.array:
-        with self._lock:
+        with self._running():
             return mx.array(pixels).astype(self.model.encoder.layernorm.weight.dtype)
 
     def _encode_and_generate(self, pixels: np.ndarray | mx.array, decoding: dict) -> tuple[mx.array, list[list[int]]]:
-        """Encoder states and token ids for a batch of pixels; the caller holds the lock."""
+        """Encoder states and token ids for a batch of pixels; the caller is ``_running()``."""
         settings = self.config.generation.updated(**decoding)
         if isinstance(pixels, np.ndarray):
             pixels = self._to_device(pixels)
@@ -74,12 +84,12 @@ class MangaOcrProcessor:
 
     def generate_from_pixels(self, pixels: mx.array, **decoding) -> list[list[int]]:
         """Token ids (start token to end token) for preprocessed pixels, decoded as one batch."""
-        with self._lock:
+        with self._running():
             return self._encode_and_generate(pixels, decoding)[1]
 
     def recognize_pixels(self, pixels: np.ndarray | mx.array, **decoding) -> list[Recognition]:
         """Texts, ids and confidences for preprocessed pixels (B, H, W, 3), decoded as one batch."""
-        with self._lock:
+        with self._running():
             hidden, rows = self._encode_and_generate(pixels, decoding)
             confidences = mean_token_probability(self.model, hidden, rows)
         return [Recognition(self.decode(ids), ids, c) for ids, c in zip(rows, confidences, strict=True)]
@@ -131,12 +141,15 @@ def load_mlx_processor(
     dtype: str | None = None,
     quantize: dict[str, int] | None = None,
     compile_step: bool = True,
+    device: mx.Device | None = None,
 ) -> MangaOcrProcessor:
     """Load a processor from a converted MLX folder, a Hugging Face folder, or a hub id.
 
     ``dtype`` casts the weights (float32, float16, bfloat16); the default keeps the folder's.
     ``quantize``, e.g. ``{"bits": 8, "group_size": 64}``, quantizes a float model on load.
-    ``compile_step=False`` runs the decoder step uncompiled (see ``MangaOcrProcessor``).
+    ``compile_step=False`` runs the decoder step uncompiled; ``device=mx.cpu`` runs on the CPU
+    even where a GPU is the default (see ``MangaOcrProcessor``).
     Raises ``ModelLoadError`` with the reason when the model cannot be loaded.
     """
-    return MangaOcrProcessor(load_checkpoint(path_or_repo, dtype=dtype, quantize=quantize), compile_step=compile_step)
+    checkpoint = load_checkpoint(path_or_repo, dtype=dtype, quantize=quantize)
+    return MangaOcrProcessor(checkpoint, compile_step=compile_step, device=device)
