@@ -10,18 +10,22 @@ from ._blas import load_openblas
 
 load_openblas()  # must run before the first `import mlx`
 
+from .detection import Detection, Detector, load_detector  # noqa: E402
 from .dropin import MangaOcr  # noqa: E402
 from .errors import InvalidImageError, MangaOcrError, ModelLoadError  # noqa: E402
 from .processor import MangaOcrProcessor, Recognition, load_mlx_processor  # noqa: E402
 from .text import post_process  # noqa: E402
 
 __all__ = [
+    "Detection",
+    "Detector",
     "InvalidImageError",
     "MangaOcr",
     "MangaOcrError",
     "MangaOcrProcessor",
     "ModelLoadError",
     "Recognition",
+    "load_detector",
     "load_mlx_processor",
     "post_process",
 ]

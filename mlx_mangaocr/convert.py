@@ -1,7 +1,9 @@
-"""Convert a Hugging Face manga-ocr checkpoint into an MLX model folder.
+"""Convert a Hugging Face checkpoint (the manga-ocr model or the comic text detector) into an MLX
+model folder; which of the two it is comes from its ``config.json``.
 
     mlx-mangaocr-convert kha-white/manga-ocr-base [-o OUT] [--dtype float32|float16|bfloat16]
                          [-q [--q-bits 4|8] [--q-group-size 64]] [--force]
+    mlx-mangaocr-convert ogkalu/comic-text-and-bubble-detector [-o OUT]
 
 (also ``python -m mlx_mangaocr.convert``, and ``python -m convert`` from a checkout).
 """
@@ -12,8 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import MangaOcrError
-from .loading import DEFAULT_MODEL, DTYPES, load_checkpoint, save_checkpoint
+from . import hub
+from .errors import MangaOcrError, ModelLoadError
+from .loading import DEFAULT_MODEL, DTYPES, load_checkpoint, read_json, resolve_source, save_checkpoint
 from .model import QUANT_BITS, QUANT_GROUP_SIZES
 from .model_cache import cache_folder
 
@@ -23,6 +26,22 @@ def default_output(source: str, dtype: str, quantize: dict[str, int] | None = No
     return cache_folder(source, dtype, quantize)
 
 
+def model_kind(source: str | Path) -> str:
+    """ "ocr" or "detector", from the source's ``config.json`` (fetched alone for a hub id)."""
+    folder = resolve_source(source, fetch=lambda repo: hub.download(repo, ("config.json",)))
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{folder} has no config.json: not a model folder")
+    model_type = read_json(folder / "config.json").get("model_type")
+    if model_type == "vision-encoder-decoder":
+        return "ocr"
+    if model_type in ("rt_detr_v2", "rt_detr"):
+        return "detector"
+    raise ModelLoadError(
+        f"{folder / 'config.json'} describes a {model_type!r} model: expected the manga-ocr model "
+        "('vision-encoder-decoder') or the comic text detector ('rt_detr_v2')"
+    )
+
+
 def convert(
     source: str,
     output: str | Path | None = None,
@@ -30,14 +49,20 @@ def convert(
     force: bool = False,
     quantize: dict[str, int] | None = None,
 ) -> Path:
-    """Load ``source`` (hub id or folder), check every tensor, cast to ``dtype``, optionally
-    quantize (``{"bits": 8, "group_size": 64}``) and write an MLX model folder; return its path.
-    Refuses to write into a non-empty folder unless ``force``."""
+    """Load ``source`` (hub id or folder; an OCR model or a detector), check every tensor, cast to
+    ``dtype``, optionally quantize an OCR model (``{"bits": 8, "group_size": 64}``) and write an MLX
+    model folder; return its path. Refuses to write into a non-empty folder unless ``force``."""
     out = Path(output) if output else default_output(source, dtype, quantize)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is a file")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} exists and is not empty; pass --force to overwrite it")
+    if model_kind(source) == "detector":
+        from .detection.loading import load_detector_checkpoint, save_detector_checkpoint
+
+        if quantize:
+            raise ValueError("quantization is for the OCR model; the detector converts in float32/16 only")
+        return save_detector_checkpoint(load_detector_checkpoint(source, dtype=dtype), out, overwrite=force)
     checkpoint = load_checkpoint(source, dtype=dtype, quantize=quantize)
     return save_checkpoint(checkpoint, out, overwrite=force)
 
@@ -46,7 +71,8 @@ def main(argv: list[str] | None = None, prog: str = "mlx-mangaocr-convert") -> i
     """The command line; returns the exit status (0, or 1 with an ``error:`` line on stderr)."""
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Convert a Hugging Face manga-ocr checkpoint (hub id or local folder) to an MLX model folder.",
+        description="Convert a Hugging Face manga-ocr model or comic text detector (hub id or local folder) "
+        "to an MLX model folder.",
     )
     parser.add_argument("source", nargs="?", default=DEFAULT_MODEL, help=f"hub id or folder (default {DEFAULT_MODEL})")
     parser.add_argument("-o", "--output", help="output folder (default: ~/.cache/mlx-mangaocr/NAME[-DTYPE])")

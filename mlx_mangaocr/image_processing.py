@@ -60,6 +60,24 @@ def load_image(image: ImageInput) -> Image.Image:
     )
 
 
+def load_decoded(image: ImageInput) -> Image.Image:
+    """``load_image``, then refuse an empty image and decode a lazily opened one here, so that any
+    problem is an ``InvalidImageError`` before preprocessing starts."""
+    img = load_image(image)
+    if img.width == 0 or img.height == 0:
+        raise InvalidImageError(f"the image is empty ({img.width}x{img.height})")
+    try:
+        img.load()  # a PIL image opened lazily by the caller decodes here
+    except (OSError, ValueError, EOFError) as e:
+        raise InvalidImageError(f"the image could not be decoded (truncated or corrupt?): {e}") from None
+    return img
+
+
+def rescale(pixels: np.ndarray, factor: float) -> np.ndarray:
+    """uint8 -> float32 as transformers' PIL backend does it: through float64."""
+    return (pixels.astype(np.float64) * factor).astype(np.float32)
+
+
 def _open(source, name: str) -> Image.Image:
     try:
         with warnings.catch_warnings():  # the size check below says it clearly, as an error
@@ -157,13 +175,7 @@ class ImageProcessor:
 
     def __call__(self, image: ImageInput) -> np.ndarray:
         """One image -> float32 pixels (H, W, 3), channels last, ready for the encoder."""
-        img = load_image(image)
-        if img.width == 0 or img.height == 0:
-            raise InvalidImageError(f"the image is empty ({img.width}x{img.height})")
-        try:
-            img.load()  # a PIL image opened lazily by the caller decodes here
-        except (OSError, ValueError, EOFError) as e:
-            raise InvalidImageError(f"the image could not be decoded (truncated or corrupt?): {e}") from None
+        img = load_decoded(image)
         try:
             img = img.convert("L").convert("RGB")
         except ValueError as e:  # e.g. LAB: Pillow cannot make it grayscale, nor can upstream
@@ -173,7 +185,7 @@ class ImageProcessor:
             img = img.resize((self.width, self.height), resample=self.resample)
         pixels = np.asarray(img)
         if self.do_rescale:
-            pixels = (pixels.astype(np.float64) * self.rescale_factor).astype(np.float32)
+            pixels = rescale(pixels, self.rescale_factor)
         else:
             pixels = pixels.astype(np.float32)
         if self.do_normalize:

@@ -45,15 +45,16 @@ def _looks_like_repo_id(text: str) -> bool:
     return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
 
 
-def resolve_source(path_or_repo: str | Path) -> Path:
-    """A local folder as it is, or a hub id downloaded (only the files needed) to the HF cache."""
+def resolve_source(path_or_repo: str | Path, fetch=None) -> Path:
+    """A local folder as it is, or a hub id downloaded (only the files needed: ``fetch(repo_id)``,
+    the OCR model's by default) to the HF cache."""
     path = Path(path_or_repo).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(f"expected a model folder, got a file: {path}")
         return path
     if isinstance(path_or_repo, str) and _looks_like_repo_id(path_or_repo):
-        return download(path_or_repo)
+        return (fetch or download)(path_or_repo)
     raise ModelLoadError(f"model folder not found: {path} (nor is it a hub id such as {DEFAULT_MODEL})")
 
 
@@ -63,7 +64,7 @@ def download(repo_id: str) -> Path:
     return hub.download(repo_id, CONFIG_FILES, OPTIONAL_FILES, WEIGHT_FILES)
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -78,8 +79,8 @@ def read_config(folder: Path) -> ModelConfig:
     if not path.is_file():
         raise ModelLoadError(f"{folder} has no config.json: not a model folder")
     generation_path = folder / "generation_config.json"
-    generation = _read_json(generation_path) if generation_path.is_file() else None
-    return ModelConfig.from_dict(_read_json(path), generation)
+    generation = read_json(generation_path) if generation_path.is_file() else None
+    return ModelConfig.from_dict(read_json(path), generation)
 
 
 def _load_safetensors(path: Path) -> dict[str, mx.array]:
@@ -114,7 +115,7 @@ def read_weights(folder: Path) -> dict[str, mx.array]:
     """Every tensor of the checkpoint, under its file names (not yet sanitized)."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
         weights: dict[str, mx.array] = {}
         for shard in shards:
             weights.update(_load_safetensors(folder / shard))
@@ -126,7 +127,7 @@ def read_weights(folder: Path) -> dict[str, mx.array]:
     raise ModelLoadError(f"{folder} has no weights: expected model.safetensors or pytorch_model.bin")
 
 
-def check_weights(model: MangaOcrModel, weights: dict[str, mx.array]) -> None:
+def check_weights(model, weights: dict[str, mx.array]) -> None:
     """Raise ``ModelLoadError`` unless ``weights`` has exactly the model's tensors, shapes included."""
     expected = {name: tuple(p.shape) for name, p in tree_flatten(model.parameters())}
     missing = sorted(set(expected) - set(weights))

@@ -28,25 +28,31 @@ def cache_folder(source: str, dtype: str = "float32", quantize: dict[str, int] |
 
 
 def default_model_folder() -> Path:
-    """The converted default model's folder; converts ``kha-white/manga-ocr-base`` into it on
+    """The converted default OCR model's folder; converts ``kha-white/manga-ocr-base`` into it on
     first use (a download from the Hugging Face hub). Offline with nothing converted yet, raises
     ``ModelLoadError`` saying what to run."""
-    folder = cache_folder(DEFAULT_MODEL)
+    return converted_folder(DEFAULT_MODEL, load_checkpoint, save_checkpoint, "--model")
+
+
+def converted_folder(repo_id: str, load, save, option: str) -> Path:
+    """``repo_id`` converted into the cache root, converting it there first if needed: ``load(repo_id)``
+    then ``save(checkpoint, folder)``, written to a ``.partial`` folder renamed when complete."""
+    folder = cache_folder(repo_id)
     if (folder / "model.safetensors").is_file():
         return folder
-    print(f"mlx-mangaocr: first use: converting {DEFAULT_MODEL} into {folder} ...", file=sys.stderr, flush=True)
+    print(f"mlx-mangaocr: first use: converting {repo_id} into {folder} ...", file=sys.stderr, flush=True)
     try:
-        checkpoint = load_checkpoint(DEFAULT_MODEL)
+        checkpoint = load(repo_id)
     except ModelLoadError as e:
         raise ModelLoadError(
-            f"no converted model in {folder}, and {DEFAULT_MODEL} could not be fetched: {e}.\n"
-            f"Connect to the internet and run `mlx-mangaocr-convert {DEFAULT_MODEL}` (or run this command again: "
-            f"it converts on first use), or pass --model with a converted or Hugging Face model folder."
+            f"no converted model in {folder}, and {repo_id} could not be fetched: {e}.\n"
+            f"Connect to the internet and run `mlx-mangaocr-convert {repo_id}` (or run this command again: "
+            f"it converts on first use), or pass {option} with a converted or Hugging Face model folder."
         ) from None
     partial = folder.with_name(folder.name + ".partial")  # renamed when complete: never half a model
     if partial.exists():
         shutil.rmtree(partial)
-    save_checkpoint(checkpoint, partial)
+    save(checkpoint, partial)
     if folder.exists():
         shutil.rmtree(folder)
     partial.rename(folder)

@@ -12,6 +12,13 @@ import torch  # noqa: E402,F401,I001
 import mlx_mangaocr  # noqa: E402
 import pytest  # noqa: E402
 from benchmarks.synthetic import FULL, IMAGES, Spec, load_oracle, write_checkpoint  # noqa: E402
+from benchmarks.synthetic_detector import (  # noqa: E402
+    FULL_DETECTOR,
+    SMALL_DETECTOR,
+    DetectorSpec,
+    load_detector_oracle,
+    write_detector,
+)
 
 # Tiny checkpoints keep the real layout, vocabulary and image size, with a narrow model.
 TINY = Spec(head_scale=30.0, sep_bias=7.0, cross_scale=5.0)
@@ -67,6 +74,36 @@ def tiny_processor(tiny):
 @pytest.fixture(scope="session")
 def full_processor(full):
     return mlx_mangaocr.load_mlx_processor(full.folder)
+
+
+class BuiltDetector:
+    """A detector checkpoint folder, transformers' model and PIL image processor for it, and our detector."""
+
+    def __init__(self, folder, spec: DetectorSpec):
+        self.folder = folder
+        self.spec = spec
+        write_detector(folder, spec)
+        self.oracle, self.image_processor = load_detector_oracle(folder)
+        self.detector = mlx_mangaocr.load_detector(folder)
+        self._oracle64 = None
+
+    @property
+    def oracle64(self):
+        if self._oracle64 is None:
+            import copy
+
+            self._oracle64 = copy.deepcopy(self.oracle).double()
+        return self._oracle64
+
+
+@pytest.fixture(scope="session")
+def small_detector(tmp_path_factory) -> BuiltDetector:
+    return BuiltDetector(tmp_path_factory.mktemp("small_detector"), SMALL_DETECTOR)
+
+
+@pytest.fixture(scope="session")
+def full_detector(tmp_path_factory) -> BuiltDetector:
+    return BuiltDetector(tmp_path_factory.mktemp("full_detector"), FULL_DETECTOR)
 
 
 def pytest_terminal_summary(terminalreporter):

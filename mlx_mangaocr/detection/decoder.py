@@ -1,0 +1,141 @@
+"""RT-DETR-v2's decoder: self-attention over the queries, multi-scale deformable attention into
+the encoder's maps, FFN; each layer refines the boxes and scores the classes."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .backbone import ACTIVATIONS
+from .config import DetectorConfig
+from .encoder import SelfAttention
+
+
+class MLP(nn.Module):
+    """Linear layers with ReLU between them (``RTDetrV2MLPPredictionHead``)."""
+
+    def __init__(self, in_dims: int, hidden: int, out_dims: int, num_layers: int):
+        super().__init__()
+        sizes = [in_dims] + [hidden] * (num_layers - 1) + [out_dims]
+        self.layers = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = nn.relu(x)
+        return x
+
+
+def bilinear_sample(value: mx.array, height: int, width: int, loc: mx.array) -> mx.array:
+    """``grid_sample(value, 2 * loc - 1, mode="bilinear", padding_mode="zeros", align_corners=False)``.
+
+    value: (N, H*W, C) row-major maps; loc: (N, K, 2) points as (x, y) in [0, 1] of the map.
+    Returns (N, K, C). The unnormalisation keeps torch's steps, ``((g + 1) * W - 1) / 2``."""
+    grid = 2 * loc - 1
+    x = ((grid[..., 0] + 1) * width - 1) / 2
+    y = ((grid[..., 1] + 1) * height - 1) / 2
+    x0, y0 = mx.floor(x), mx.floor(y)
+    x1, y1 = x0 + 1, y0 + 1
+    out = None
+    for cx, cy, weight in (
+        (x0, y0, (x1 - x) * (y1 - y)),
+        (x1, y0, (x - x0) * (y1 - y)),
+        (x0, y1, (x1 - x) * (y - y0)),
+        (x1, y1, (x - x0) * (y - y0)),
+    ):
+        inside = (cx >= 0) & (cx <= width - 1) & (cy >= 0) & (cy <= height - 1)
+        index = (mx.clip(cy, 0, height - 1) * width + mx.clip(cx, 0, width - 1)).astype(mx.int32)
+        corner = mx.take_along_axis(value, index[..., None], axis=1) * mx.where(inside, weight, 0)[..., None]
+        out = corner if out is None else out + corner
+    return out
+
+
+def nearest_sample(value: mx.array, height: int, width: int, loc: mx.array) -> mx.array:
+    """``decoder_method="discrete"``: the nearest map cell (rounded, clamped), as transformers does."""
+    cx = mx.clip((loc[..., 0] * width + 0.5).astype(mx.int32), 0, width - 1)
+    cy = mx.clip((loc[..., 1] * height + 0.5).astype(mx.int32), 0, height - 1)
+    return mx.take_along_axis(value, (cy * width + cx)[..., None], axis=1)
+
+
+class DeformableAttention(nn.Module):
+    """Each query samples ``n_points`` points per level around its reference box, per head, and
+    sums them with softmax weights over levels x points."""
+
+    def __init__(self, config: DetectorConfig):
+        super().__init__()
+        d, heads = config.d_model, config.decoder_attention_heads
+        self.heads, self.levels, self.points = heads, config.decoder_n_levels, config.decoder_n_points
+        self.offset_scale = config.decoder_offset_scale
+        self.discrete = config.decoder_method == "discrete"
+        self.sampling_offsets = nn.Linear(d, heads * self.levels * self.points * 2)
+        self.attention_weights = nn.Linear(d, heads * self.levels * self.points)
+        self.value_proj = nn.Linear(d, d)
+        self.output_proj = nn.Linear(d, d)
+
+    def __call__(self, query: mx.array, memory: mx.array, shapes: list[tuple[int, int]], ref: mx.array) -> mx.array:
+        b, q, d = query.shape
+        heads, lp = self.heads, self.levels * self.points
+        head_dim = d // heads
+        value = self.value_proj(memory).reshape(b, -1, heads, head_dim).transpose(0, 2, 1, 3)
+        value = value.reshape(b * heads, -1, head_dim)
+        offsets = self.sampling_offsets(query).reshape(b, q, heads, lp, 2)
+        weights = mx.softmax(self.attention_weights(query).reshape(b, q, heads, lp), axis=-1, precise=True)
+        scale = mx.array([1 / self.points] * lp, dtype=query.dtype)[:, None]  # n_points_scale
+        loc = ref[:, :, None, None, :2] + offsets * scale * ref[:, :, None, None, 2:] * self.offset_scale
+        loc = loc.transpose(0, 2, 1, 3, 4).reshape(b * heads, q, self.levels, self.points, 2)
+        sample = nearest_sample if self.discrete else bilinear_sample
+        sampled, start = [], 0
+        for level, (h, w) in enumerate(shapes):
+            level_value = value[:, start : start + h * w]
+            start += h * w
+            points = loc[:, :, level].reshape(b * heads, q * self.points, 2)
+            sampled.append(sample(level_value, h, w, points).reshape(b * heads, q, self.points, head_dim))
+        sampled = mx.concatenate(sampled, axis=2)  # (B*heads, Q, L*P, head_dim)
+        weights = weights.transpose(0, 2, 1, 3).reshape(b * heads, q, lp, 1)
+        out = (sampled * weights).sum(axis=2).reshape(b, heads, q, head_dim).transpose(0, 2, 1, 3)
+        return self.output_proj(out.reshape(b, q, d))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: DetectorConfig):
+        super().__init__()
+        d = config.d_model
+        self.self_attn = SelfAttention(d, config.decoder_attention_heads)
+        self.self_attn_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.encoder_attn = DeformableAttention(config)
+        self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.fc1 = nn.Linear(d, config.decoder_ffn_dim)
+        self.fc2 = nn.Linear(config.decoder_ffn_dim, d)
+        self.final_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.activation = config.decoder_activation_function
+
+    def __call__(self, h, pos, memory, shapes, ref):
+        h = self.self_attn_layer_norm(h + self.self_attn(h, pos))
+        h = self.encoder_attn_layer_norm(h + self.encoder_attn(h + pos, memory, shapes, ref))
+        return self.final_layer_norm(h + self.fc2(ACTIVATIONS[self.activation](self.fc1(h))))
+
+
+def inverse_sigmoid(x: mx.array, eps: float = 1e-5) -> mx.array:
+    x = mx.clip(x, 0, 1)
+    return mx.log(mx.maximum(x, eps) / mx.maximum(1 - x, eps))
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: DetectorConfig):
+        super().__init__()
+        d = config.d_model
+        self.layers = [DecoderLayer(config) for _ in range(config.decoder_layers)]
+        self.query_pos_head = MLP(4, 2 * d, d, num_layers=2)
+        self.class_embed = [nn.Linear(d, config.num_labels) for _ in range(config.decoder_layers)]
+        self.bbox_embed = [MLP(d, d, 4, num_layers=3) for _ in range(config.decoder_layers)]
+
+    def __call__(self, target, memory, shapes, ref_logits) -> tuple[mx.array, mx.array]:
+        """Returns the last layer's class logits (B, Q, labels) and boxes (B, Q, 4: cx, cy, w, h)."""
+        h, ref = target, mx.sigmoid(ref_logits)
+        logits = None
+        for layer, class_embed, bbox_embed in zip(self.layers, self.class_embed, self.bbox_embed, strict=True):
+            h = layer(h, self.query_pos_head(ref), memory, shapes, ref)
+            ref = mx.sigmoid(bbox_embed(h) + inverse_sigmoid(ref))
+            logits = class_embed(h)
+        return logits, ref

@@ -1,0 +1,96 @@
+"""The detector's preprocessing: transformers' ``RTDetrImageProcessor`` (PIL backend), to the bit.
+
+RGB, resize to the configured size with PIL (bilinear by default, aspect not kept), rescale by
+1/255 through float64, no normalisation unless the config asks for it. Channels last here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InvalidImageError, ModelLoadError
+from ..image_processing import ImageInput, load_decoded, rescale
+
+
+@dataclass
+class DetectorImageProcessor:
+    """The settings of an RT-DETR ``preprocessor_config.json``, with transformers' defaults."""
+
+    height: int = 640
+    width: int = 640
+    resample: int = Image.Resampling.BILINEAR
+    do_resize: bool = True
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_normalize: bool = False
+    image_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    image_std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> DetectorImageProcessor:
+        size = params.get("size", {"height": 640, "width": 640})
+        if isinstance(size, int):
+            size = {"height": size, "width": size}
+        if not (isinstance(size, dict) and "height" in size and "width" in size):
+            raise ModelLoadError(f"unsupported detector 'size' in preprocessor_config.json: {size!r}")
+        if params.get("do_pad"):
+            raise ModelLoadError("a detector preprocessor_config.json with do_pad is not supported")
+        defaults = cls()
+        return cls(
+            height=int(size["height"]),
+            width=int(size["width"]),
+            resample=params.get("resample", defaults.resample),
+            do_resize=params.get("do_resize", True),
+            do_rescale=params.get("do_rescale", True),
+            rescale_factor=params.get("rescale_factor", 1 / 255),
+            do_normalize=params.get("do_normalize", False),
+            image_mean=tuple(params.get("image_mean") or defaults.image_mean),
+            image_std=tuple(params.get("image_std") or defaults.image_std),
+        )
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> DetectorImageProcessor:
+        path = Path(folder) / "preprocessor_config.json"
+        if not path.is_file():
+            return cls()  # transformers' defaults, as RTDetrImageProcessor() without a file
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelLoadError(f"cannot read {path}: {e}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image_processor_type": "RTDetrImageProcessor",
+            "do_resize": self.do_resize,
+            "size": {"height": self.height, "width": self.width},
+            "resample": int(self.resample),
+            "do_rescale": self.do_rescale,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": self.do_normalize,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "do_pad": False,
+        }
+
+    def __call__(self, image: ImageInput) -> tuple[np.ndarray, tuple[int, int]]:
+        """One image -> (float32 pixels (H, W, 3) channels last, the original (height, width))."""
+        img = load_decoded(image)
+        size = (img.height, img.width)
+        if img.mode != "RGB":
+            try:
+                img = img.convert("RGB")
+            except ValueError as e:
+                raise InvalidImageError(f"an image of mode {img.mode} cannot be made RGB: {e}") from None
+        if self.do_resize:
+            img = img.resize((self.width, self.height), resample=self.resample)
+        pixels = np.asarray(img)
+        pixels = rescale(pixels, self.rescale_factor) if self.do_rescale else pixels.astype(np.float32)
+        if self.do_normalize:
+            pixels = (pixels - np.array(self.image_mean, np.float32)) / np.array(self.image_std, np.float32)
+        return pixels, size

@@ -1,0 +1,73 @@
+"""Reading, checking and saving detector checkpoints (a converted folder, a Hugging Face folder,
+or a hub id): the same paths as the OCR model's, through ``DetectorModel.sanitize``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from .. import hub
+from ..errors import ModelLoadError
+from ..loading import WEIGHT_FILES, cast_weights, check_weights, read_json, read_weights, resolve_source
+from .config import DetectorConfig
+from .image_processing import DetectorImageProcessor
+from .model import DetectorModel
+
+DEFAULT_DETECTOR = "ogkalu/comic-text-and-bubble-detector"
+
+
+@dataclass
+class DetectorCheckpoint:
+    model: DetectorModel
+    config: DetectorConfig
+    image_processor: DetectorImageProcessor
+    source: Path
+
+
+def download_detector(repo_id: str) -> Path:
+    """A detector's config, preprocessor config and weights from the hub (or its cache offline)."""
+    return hub.download(repo_id, ("config.json",), ("preprocessor_config.json",), WEIGHT_FILES)
+
+
+def read_detector_config(folder: Path) -> DetectorConfig:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelLoadError(f"{folder} has no config.json: not a model folder")
+    return DetectorConfig.from_dict(read_json(path))
+
+
+def load_detector_checkpoint(
+    path_or_repo: str | Path = DEFAULT_DETECTOR, dtype: str | None = None
+) -> DetectorCheckpoint:
+    """Load a detector; any missing file, unsupported config or wrong tensor raises ``ModelLoadError``."""
+    folder = resolve_source(path_or_repo, fetch=download_detector)
+    config = read_detector_config(folder)
+    image_processor = DetectorImageProcessor.from_folder(folder)
+    model = DetectorModel(config)
+    weights = model.sanitize({k: v.astype(mx.float32) for k, v in read_weights(folder).items()})
+    check_weights(model, weights)
+    config.dtype = dtype or config.dtype
+    model.load_weights(list(cast_weights(weights, config.dtype).items()), strict=True)
+    mx.eval(model.parameters())
+    model.eval()
+    return DetectorCheckpoint(model, config, image_processor, folder)
+
+
+def save_detector_checkpoint(checkpoint: DetectorCheckpoint, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write a converted detector folder: model.safetensors (BatchNorms folded), config.json,
+    preprocessor_config.json."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; pass overwrite (--force) to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    weights = dict(tree_flatten(checkpoint.model.parameters()))
+    mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
+    (out / "config.json").write_text(json.dumps(checkpoint.config.to_dict(), indent=2), encoding="utf-8")
+    (out / "preprocessor_config.json").write_text(
+        json.dumps(checkpoint.image_processor.to_dict(), indent=2), encoding="utf-8"
+    )
+    return out

@@ -1,0 +1,314 @@
+"""The MLX comic text detector against transformers' RT-DETR-v2 (random checkpoints in the hub's
+layout; see benchmarks/synthetic_detector.py) on generated pages.
+
+Tolerances (``oracle.fp32_bound``): every compared tensor is also computed by transformers in
+float64, and MLX's max error may be at most 4x transformers' own fp32 error (floored at one ulp).
+The query selection takes the top Q encoder tokens by score; two tokens whose scores are closer
+than fp32 noise may be chosen differently by two correct implementations, so the selected set may
+differ only there, and the decoder is then compared on transformers' choice (every side forced
+onto it). Detections are compared as sets: same labels, boxes within 1e-3 of the image size, scores
+within fp32 noise (so the order may differ only between such scores).
+"""
+
+import contextlib
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+from oracle import assert_fp32_close, fp32_bound, record
+from PIL import Image
+
+from benchmarks.pages import make_page, make_webtoon
+from benchmarks.synthetic_detector import BASIC_DETECTOR
+from mlx_mangaocr import InvalidImageError, ModelLoadError, load_detector
+from mlx_mangaocr.detection.loading import load_detector_checkpoint
+from mlx_mangaocr.detection.postprocess import post_process
+from mlx_mangaocr.loading import read_weights
+
+PAGES = {
+    "page": lambda: make_page(1).image,  # 1000x1400
+    "square": lambda: make_page(2, width=1200, height=1200).image,
+    "wide": lambda: make_page(4, width=1600, height=900, rows=2, cols=3).image,
+    "tall": lambda: make_webtoon(1).image,  # 700x4200
+}
+
+
+def torch_pixels(built, image) -> torch.Tensor:
+    return built.image_processor(image, return_tensors="pt").pixel_values
+
+
+@contextlib.contextmanager
+def forced_queries(index: torch.Tensor):
+    """Make transformers' query selection (its one torch.topk over the encoder scores) return ``index``."""
+    real = torch.topk
+
+    def topk(values, k, dim=None, **kwargs):
+        if dim == 1 and values.dim() == 2 and k == index.shape[1]:
+            return values.gather(1, index), index
+        return real(values, k, dim=dim, **kwargs)
+
+    torch.topk = topk
+    try:
+        yield
+    finally:
+        torch.topk = real
+
+
+def run_both(built, image, force: bool):
+    """Ours, transformers fp32 and fp64 on one page; with ``force``, all decode transformers' fp32 choice."""
+    pixels = torch_pixels(built, image)
+    with torch.no_grad():
+        theirs = built.oracle(pixels, output_hidden_states=True)
+        chosen = torch.topk(theirs.enc_outputs_class.max(-1).values, built.oracle.config.num_queries, dim=1)[1]
+        with forced_queries(chosen) if force else contextlib.nullcontext():
+            exact = built.oracle64(pixels.double(), output_hidden_states=True)
+    ours = built.detector.run(built.detector.preprocess([image])[0], chosen.numpy() if force else None)
+    return ours, theirs, exact, chosen
+
+
+def nhwc(t: torch.Tensor) -> np.ndarray:
+    return t.permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_pixel_values_are_identical(small_detector, name):
+    image = PAGES[name]()
+    ours, size = small_detector.detector.image_processor(image)
+    assert size == (image.height, image.width)
+    np.testing.assert_array_equal(ours, nhwc(torch_pixels(small_detector, image))[0])
+
+
+def test_pixel_values_identical_for_every_mode_and_input(full_detector, tmp_path):
+    image = make_page(3).image
+    path = tmp_path / "page.png"
+    image.save(path)
+    processor = full_detector.detector.image_processor
+    # transformers passes other modes through with 1, 2 or 4 channels, which its model then refuses;
+    # here they are made RGB first (as a grayscale scan must be), and equal transformers on that RGB image.
+    for mode in ("L", "LA", "RGBA", "P", "1", "CMYK"):
+        form = image.convert(mode)
+        assert torch_pixels(full_detector, form).shape[1] != 3 or mode == "RGB"
+        expected = nhwc(torch_pixels(full_detector, form.convert("RGB")))[0]
+        np.testing.assert_array_equal(processor(form)[0], expected, err_msg=mode)
+    reference = nhwc(torch_pixels(full_detector, image))[0]
+    for form in (path, str(path), path.read_bytes(), np.asarray(image)):
+        np.testing.assert_array_equal(processor(form)[0], reference)
+
+
+def _selection_within_noise(ours, theirs, exact, k):
+    """The chosen tokens agree except between scores closer to the k-th than fp32 noise."""
+    scores = theirs.enc_outputs_class.max(-1).values[0].numpy()
+    noise = fp32_bound(theirs.enc_outputs_class.numpy(), exact.enc_outputs_class.numpy())
+    kth = np.sort(scores)[::-1][k - 1]
+    ours_set = set(np.array(ours.topk_index)[0].tolist())
+    theirs_set = set(torch.topk(torch.from_numpy(scores), k)[1].tolist())
+    for token in ours_set ^ theirs_set:
+        assert abs(scores[token] - kth) <= 2 * noise, (token, scores[token], kth, noise)
+    return ours_set == theirs_set
+
+
+@pytest.mark.parametrize("size", ["small_detector", "full_detector", "basic_detector"])
+def test_maps_selection_and_decoder_match_transformers(size, request):
+    built = request.getfixturevalue(size)
+    pages = ["page", "wide", "tall"] if size == "small_detector" else ["page"]
+    worst: dict[str, float] = {}
+    for name in pages:
+        image = PAGES[name]()
+        free, theirs, exact, _ = run_both(built, image, force=False)
+        with torch.no_grad():
+            their_backbone = built.oracle.model.backbone.model(torch_pixels(built, image)).feature_maps
+            exact_backbone = built.oracle64.model.backbone.model(torch_pixels(built, image).double()).feature_maps
+        checks = [
+            ("backbone", np.array(o), nhwc(t), nhwc(e))
+            for o, t, e in zip(free.backbone_maps, their_backbone, exact_backbone, strict=True)
+        ]
+        checks += [
+            ("encoder", np.array(o), nhwc(t), nhwc(e))
+            for o, t, e in zip(
+                free.encoder_maps, theirs.encoder_last_hidden_state, exact.encoder_last_hidden_state, strict=True
+            )
+        ]
+        checks.append(("encoder scores", np.array(free.enc_logits), theirs.enc_outputs_class, exact.enc_outputs_class))
+        for what, o, t, e in checks:
+            worst[what] = max(
+                worst.get(what, 0.0), assert_fp32_close(o, np.asarray(t), np.asarray(e), f"{name} {what}")
+            )
+        same = _selection_within_noise(free, theirs, exact, built.oracle.config.num_queries)
+        if size == "small_detector":
+            assert same, "the small checkpoint's pages have no near-tie at the cut"
+        forced, theirs, exact, chosen = run_both(built, image, force=True)
+        assert np.array_equal(np.array(forced.topk_index), chosen.numpy())
+        for what, o, t, e in (
+            ("decoder logits", forced.logits, theirs.logits, exact.logits),
+            ("decoder boxes", forced.boxes, theirs.pred_boxes, exact.pred_boxes),
+        ):
+            worst[what] = max(
+                worst.get(what, 0.0), assert_fp32_close(np.array(o), t.numpy(), e.numpy(), f"{name} {what}")
+            )
+    for what, ratio in worst.items():
+        record(f"detector {what}: MLX error / transformers' fp32 error, worst ({size})", ratio)
+
+
+def _assert_same_detections(ours, theirs_result, id2label, size, noise, threshold):
+    """Same set (label, box within 1e-3 of the image size, score within noise), except detections
+    whose score is within noise of the threshold; so the order differs only between near-equal scores."""
+    theirs = [
+        (id2label[int(label)], box.tolist(), float(score))
+        for label, box, score in zip(
+            theirs_result["labels"], theirs_result["boxes"], theirs_result["scores"], strict=True
+        )
+    ]
+    tolerance = 1e-3 * max(size)
+    unmatched = list(theirs)
+    for det in ours:
+        match = next(
+            (t for t in unmatched if t[0] == det.label and abs(t[2] - det.score) <= noise
+             and max(abs(a - b) for a, b in zip(t[1], det.box, strict=True)) <= tolerance),
+            None,
+        )  # fmt: skip
+        if match is None:
+            assert abs(det.score - threshold) <= noise, (det, threshold)
+            continue
+        unmatched.remove(match)
+    assert all(abs(t[2] - threshold) <= noise for t in unmatched), unmatched
+    assert [d.score for d in ours] == sorted((d.score for d in ours), reverse=True)
+
+
+@pytest.mark.parametrize("size", ["small_detector", "full_detector"])
+def test_detections_are_the_same_set_at_several_thresholds(size, request):
+    built = request.getfixturevalue(size)
+    image = PAGES["page"]()
+    forced, theirs, exact, _ = run_both(built, image, force=size == "full_detector")
+    logits, boxes = np.array(forced.logits)[0], np.array(forced.boxes)[0]
+    # A logit error d moves a sigmoid score by at most d / 4.
+    noise = fp32_bound(theirs.logits.numpy(), exact.logits.numpy()) / 4
+    scores = np.sort(1 / (1 + np.exp(-theirs.logits.numpy().ravel())))[::-1]
+    thresholds = [0.05, 0.3, 0.5, float(scores[len(scores) // 4]), float(scores[built.oracle.config.num_queries // 2])]
+    counts = []
+    for threshold in thresholds:
+        theirs_result = built.image_processor.post_process_object_detection(
+            theirs, threshold=threshold, target_sizes=[(image.height, image.width)]
+        )[0]
+        ours = post_process(logits, boxes, (image.height, image.width), threshold, built.detector.config.id2label)
+        _assert_same_detections(ours, theirs_result, built.detector.config.id2label, image.size, noise, threshold)
+        counts.append(len(ours))
+    assert len(set(counts)) > 2  # the thresholds cut through the score list
+    record(f"detections per threshold {[round(t, 3) for t in thresholds]} ({size})", counts)
+
+
+def test_detect_and_detect_batch_end_to_end(small_detector):
+    """The public API: detect(page) equals transformers' pipeline; detect_batch equals one at a time."""
+    det = small_detector.detector
+    images = [PAGES[name]() for name in ("page", "wide", "tall")]
+    singles = [det.detect(image, threshold=0.3) for image in images]
+    for image, found in zip(images, singles, strict=True):
+        with torch.no_grad():
+            theirs = small_detector.oracle(torch_pixels(small_detector, image))
+        result = small_detector.image_processor.post_process_object_detection(
+            theirs, threshold=0.3, target_sizes=[(image.height, image.width)]
+        )[0]
+        assert all(d.label in ("bubble", "text_bubble", "text_free") and 0 < d.score < 1 for d in found)
+        assert all(isinstance(v, float) for d in found for v in d.box)
+        _assert_same_detections(found, result, det.config.id2label, image.size, 1e-4, 0.3)
+    batch = det.detect_batch(images, threshold=0.3)
+    for one, many in zip(singles, batch, strict=True):
+        assert [d.label for d in one] == [d.label for d in many]
+        np.testing.assert_allclose([d.box for d in one], [d.box for d in many], rtol=0, atol=1e-3)
+    assert det.detect_batch([]) == []
+
+
+def test_bad_inputs_and_options(small_detector, tmp_path):
+    det = small_detector.detector
+    with pytest.raises(InvalidImageError, match="image file not found"):
+        det.detect(tmp_path / "missing.png")
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(InvalidImageError, match="is not an image PIL can read"):
+        det.detect(tmp_path / "text.png")
+    with pytest.raises(InvalidImageError, match="the image is empty"):
+        det.detect(np.zeros((0, 5, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="threshold must be in"):
+        det.detect(PAGES["page"](), threshold=1.5)
+
+
+def test_convert_tells_the_models_apart_and_loads_the_same(small_detector, tiny, tmp_path):
+    from mlx_mangaocr.convert import convert, model_kind
+
+    assert model_kind(small_detector.folder) == "detector" and model_kind(tiny.folder) == "ocr"
+    out = convert(str(small_detector.folder), tmp_path / "det")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    converted = load_detector(out)
+    image = PAGES["page"]()
+    pixels = converted.preprocess([image])[0]
+    a, b = converted.run(pixels), small_detector.detector.run(pixels)
+    assert mx.array_equal(a.logits, b.logits) and mx.array_equal(a.boxes, b.boxes)
+    # sanitize is idempotent: the converted file passes through unchanged
+    model = converted.model
+    once = model.sanitize(read_weights(small_detector.folder))
+    twice = model.sanitize(once)
+    assert once.keys() == twice.keys() and all(mx.array_equal(once[k], twice[k]) for k in once)
+    assert not any("running_mean" in k or "num_batches_tracked" in k for k in once)
+    with pytest.raises(ModelLoadError, match="expected an 'rt_detr_v2' detector"):
+        load_detector(tiny.folder)
+    from mlx_mangaocr import load_mlx_processor
+
+    with pytest.raises(ModelLoadError, match="'rt_detr_v2' model; expected a 'vision-encoder-decoder'"):
+        load_mlx_processor(small_detector.folder)
+
+
+def test_broken_checkpoints_name_the_problem(small_detector, tmp_path):
+    import json
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "broken"
+    shutil.copytree(small_detector.folder, folder)
+    weights = load_file(folder / "model.safetensors")
+    weights.pop("model.decoder.class_embed.1.weight")
+    save_file(weights, folder / "model.safetensors")
+    with pytest.raises(ModelLoadError, match="missing tensor.*decoder.class_embed.1.weight"):
+        load_detector_checkpoint(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["backbone_config"]["model_type"] = "timm"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="unsupported detector backbone"):
+        load_detector_checkpoint(folder)
+
+
+def test_default_detector_is_converted_on_first_use(small_detector, tmp_path, monkeypatch):
+    from mlx_mangaocr.detection import loading
+
+    monkeypatch.setenv("MLX_MANGAOCR_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(loading, "download_detector", lambda repo: small_detector.folder)
+    det = load_detector()
+    target = tmp_path / "home" / "comic-text-and-bubble-detector"
+    assert det.checkpoint.source == target and (target / "model.safetensors").is_file()
+
+    def offline(repo):
+        raise ModelLoadError("offline")
+
+    monkeypatch.setattr(loading, "download_detector", offline)
+    assert load_detector().checkpoint.source == target  # converted: no hub needed any more
+    image = Image.new("RGB", (300, 200), "white")
+    assert isinstance(det.detect(image), list)
+
+
+@pytest.fixture(scope="module")
+def basic_detector(tmp_path_factory):
+    from conftest import BuiltDetector
+
+    return BuiltDetector(tmp_path_factory.mktemp("basic_detector"), BASIC_DETECTOR)
+
+
+def test_full_checkpoint_has_the_published_layout(full_detector):
+    """The synthetic full checkpoint is the hub's file: 770 tensors, 171,543,900 bytes, 4.49 names."""
+    from safetensors import safe_open
+
+    path = full_detector.folder / "model.safetensors"
+    with safe_open(path, "np") as f:
+        keys = list(f.keys())
+    assert len(keys) == 770 and path.stat().st_size == 171_543_900
+    assert "model.encoder.encoder.0.layers.0.fc1.weight" in keys
+    assert "model.decoder.layers.0.self_attn.out_proj.weight" in keys
+    assert "model.decoder.class_embed.5.weight" in keys
