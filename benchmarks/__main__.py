@@ -69,6 +69,54 @@ def _cold(side: str, model: str, image: str, args, runs: int) -> dict:
     return out
 
 
+def _generated_pages(folder: Path) -> list[str]:
+    """The detector section's default pages: generated manga pages of several sizes and a webtoon strip."""
+    from .pages import make_page, make_webtoon
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pages = {
+        "page-0.png": lambda: make_page(0).image,
+        "page-1.png": lambda: make_page(1).image,
+        "square-2.png": lambda: make_page(2, width=1200, height=1200).image,
+        "wide-4.png": lambda: make_page(4, width=1600, height=900, rows=2, cols=3).image,
+        "webtoon-1.png": lambda: make_webtoon(1).image,
+    }
+    for name, build in pages.items():
+        if not (folder / name).is_file():
+            build().save(folder / name)
+    return [str(folder / name) for name in pages]
+
+
+def _detector_section(args, out: Path) -> dict:
+    """Both detectors on the same pages, each in its own process, and how far their detections agree."""
+    detector = args.detector
+    if not detector:
+        from .synthetic_detector import FULL_DETECTOR, write_detector
+
+        detector = out / "synthetic-detector"
+        if not (detector / "model.safetensors").is_file():
+            write_detector(detector, FULL_DETECTOR)
+        detector = str(detector)
+    mlx_detector = out / "mlx-detector"
+    if not (mlx_detector / "model.safetensors").is_file():
+        _run(["-m", "convert", detector, "-o", str(mlx_detector), "--force"])
+    pages = _images(args.pages) if args.pages else _generated_pages(out / "pages")
+    sides = {}
+    for side, model in (("mlx", str(mlx_detector)), ("torch", detector)):
+        target = out / f"detector-{side}.json"
+        extra = ["--torch-device", args.torch_device] if side == "torch" else []
+        _run(["-m", "benchmarks.detect", side, "--model", model, "--pages", *pages, "--out", str(target), *extra])
+        sides[side] = json.loads(target.read_text(encoding="utf-8"))
+    return {
+        "model": "synthetic full-size random weights (benchmarks/synthetic_detector.py FULL_DETECTOR)"
+        if not args.detector
+        else args.detector,
+        "pages": len(pages),
+        **sides,
+        "agreement": report.detection_agreement(sides["mlx"], sides["torch"]),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -97,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also convert and time these MLX settings against float32 (size, speed, exact match), one decoding",
     )
     parser.add_argument("--variants-decoding", choices=["greedy", "beam"], default="beam")
+    parser.add_argument(
+        "--detector",
+        help="detector hub id or folder for the detector section (with --synthetic: a random full-size one)",
+    )
+    parser.add_argument("--pages", nargs="+", help="page images for the detector section (default: generated pages)")
     parser.add_argument("--out", default="benchmarks/results/latest")
     args = parser.parse_args(argv)
 
@@ -149,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         _run(["-m", "benchmarks.variants", folder, "--images", *images, "--decoding", args.variants_decoding,
               "--out", str(target)])  # fmt: skip
         variants[name] = json.loads(target.read_text(encoding="utf-8"))
+    detector = _detector_section(args, out) if (args.synthetic or args.detector) else None
     mlx = json.loads((out / "mlx.json").read_text(encoding="utf-8"))
     torch = json.loads((out / "torch.json").read_text(encoding="utf-8"))
     results = {
@@ -171,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         results["mlx_reference_blas"] = json.loads((out / "mlx-reference-blas.json").read_text(encoding="utf-8"))
     if variants:
         results["variants"] = variants
+    if detector:
+        results["detector"] = detector
     (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
     (out / "results.md").write_text(report.markdown(results), encoding="utf-8")
     report.chart(results, out / "results.png")

@@ -24,6 +24,75 @@ def parity(mlx: dict, torch: dict) -> dict:
     return out
 
 
+def detection_agreement(mlx: dict, torch: dict) -> dict:
+    """Per page, MLX's detections matched to PyTorch's: same label, box corners within 1e-3 of the
+    page's larger side, score within 1e-3."""
+    pages = identical = matched = total_mlx = total_torch = 0
+    worst_box = worst_score = 0.0
+    for path, ours in mlx["detections"].items():
+        theirs = list(torch["detections"][path])
+        size = max(mlx["per_page"][path]["size"])
+        pages += 1
+        total_mlx, total_torch = total_mlx + len(ours), total_torch + len(theirs)
+        found = 0
+        for label, box, score in ours:
+            for i, (t_label, t_box, t_score) in enumerate(theirs):
+                box_diff = max(abs(a - b) for a, b in zip(box, t_box, strict=True)) / size
+                if t_label == label and box_diff <= 1e-3 and abs(score - t_score) <= 1e-3:
+                    worst_box, worst_score = max(worst_box, box_diff), max(worst_score, abs(score - t_score))
+                    del theirs[i]
+                    found += 1
+                    break
+        matched += found
+        identical += found == len(ours) == len(mlx["detections"][path]) and not theirs
+    return {"pages": pages, "identical_pages": identical, "matched": matched, "mlx_detections": total_mlx,
+            "torch_detections": total_torch, "worst_box_diff_relative": worst_box, "worst_score_diff": worst_score}  # fmt: skip
+
+
+def _detector_table(section: dict | None) -> list[str]:
+    if not section:
+        return []
+    mlx, torch, agree = section["mlx"], section["torch"], section["agreement"]
+    rows = [
+        ("preprocess, median per page", mlx["median"]["preprocess_s"], torch["median"]["preprocess_s"], _ms),
+        ("model, median per page", mlx["median"]["model_s"], torch["median"]["model_s"], _ms),
+        ("post-process, median per page", mlx["median"]["postprocess_s"], torch["median"]["postprocess_s"], _ms),
+        ("total, median per page", mlx["median"]["total_s"], torch["median"]["total_s"], _ms),
+        ("load (imports + weights, fresh process)", mlx["load_s"], torch["load_s"], lambda v: f"{v:.2f} s"),
+        (
+            "peak memory (RSS growth after load)",
+            mlx["memory"]["rss_growth_bytes"],
+            torch["memory"]["rss_growth_bytes"],
+            _mb,
+        ),
+    ]
+    lines = [
+        "## Detector",
+        "",
+        f"Model: {section['model']}; {section['pages']} pages; threshold {mlx['threshold']}. "
+        f"MLX on {mlx['facts']['device']}, PyTorch on {torch['facts']['device']}. Both sides use the same "
+        "runtime packages as the OCR (install footprint above).",
+        "",
+        "| metric | MLX | PyTorch | MLX / PyTorch |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {fmt(a)} | {fmt(b)} | {_ratio(a, b)} |" for name, a, b, fmt in rows]
+    for batch, m in mlx["throughput"].items():
+        t = torch["throughput"][batch]
+        lines.append(f"| pages per second, batch {batch} | {m['pages_per_s']:.2f} | {t['pages_per_s']:.2f} | "
+                     f"{_ratio(m['pages_per_s'], t['pages_per_s'])} |")  # fmt: skip
+    lines += [
+        "",
+        f"Detection agreement: {agree['identical_pages']}/{agree['pages']} pages with identical detection sets; "
+        f"{agree['matched']} of {agree['mlx_detections']} MLX detections ({agree['torch_detections']} PyTorch) "
+        f"matched (same label, box within 1e-3 of the page's side, score within 1e-3); worst matched box "
+        f"difference {agree['worst_box_diff_relative']:.1e} of the page's side, worst score difference "
+        f"{agree['worst_score_diff']:.1e}.",
+        "",
+    ]
+    return lines
+
+
 def _ratio(a, b) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "n/a"
 
@@ -211,6 +280,7 @@ def markdown(results: dict) -> str:
             "",
         ]
     lines += _kernels_table(results) + _compiled_step_table(mlx) + _variants_table(results.get("variants"))
+    lines += _detector_table(results.get("detector"))
     diffs = {mode: p["differences"] for mode, p in results["parity"].items() if p["differences"]}
     if diffs:
         lines += ["Where the ids differ (first differing position, PyTorch's logit margin there):", ""]

@@ -21,11 +21,11 @@ MODE_FIELDS = {
 
 
 @pytest.fixture(scope="module")
-def bench(tiny, tmp_path_factory):
+def bench(tiny, small_detector, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     images = [str(p) for p in IMAGES[:3]]
     args = ["--model", str(tiny.folder), "--images", *images, "--out", str(out), "--blas-comparison", *SMALL]
-    args += ["--variants", "bfloat16", "q8"]
+    args += ["--variants", "bfloat16", "q8", "--detector", str(small_detector.folder)]
     assert main(args) == 0
     return out
 
@@ -75,12 +75,29 @@ def test_results_json_has_every_figure(bench):
         assert results["parity"][mode]["text_match_rate"] == 1.0
 
 
+def test_detector_section(bench):
+    """Both detectors on the generated pages in the same run: per-page times, batches 1 and 4, load,
+    memory, and detections that agree (the small checkpoint has no near-ties)."""
+    section = json.loads((bench / "results.json").read_text())["detector"]
+    assert section["pages"] == 5
+    for side in ("mlx", "torch"):
+        data = section[side]
+        assert len(data["per_page"]) == 5 and data["load_s"] > 0
+        for page in data["per_page"].values():
+            assert page["model_s"] > 0 and page["preprocess_s"] > 0 and page["postprocess_s"] >= 0
+        assert set(data["throughput"]) == {"1", "4"} and data["memory"]["rss_growth_bytes"] is not None
+        assert sum(len(d) for d in data["detections"].values()) > 0
+    agreement = section["agreement"]
+    assert agreement["identical_pages"] == agreement["pages"] == 5
+    assert agreement["matched"] == agreement["mlx_detections"] == agreement["torch_detections"]
+
+
 def test_markdown_and_png_are_written(bench):
     md = (bench / "results.md").read_text()
     for row in ("end-to-end latency per image, median", "decode time per step", "throughput at batch 2",
                 "token ids identical", "cold load", "peak inference memory", "install footprint",
                 "MLX with OpenBLAS opted out", "compiled / uncompiled", "texts identical to float32", "Encoder gap",
-                "| q8 |"):  # fmt: skip
+                "| q8 |", "## Detector", "pages per second, batch 4", "Detection agreement: 5/5 pages"):  # fmt: skip
         assert row in md
     assert (bench / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
