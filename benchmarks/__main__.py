@@ -47,6 +47,18 @@ def _images(spec: list[str] | None) -> list[str]:
     return files
 
 
+RESUMED: list[str] = []  # worker outputs reused by --resume, recorded in results.json
+
+
+def _worker(args: list[str], target: Path, resume: bool, env: dict | None = None) -> None:
+    """Run a worker that writes ``target``; with ``resume``, reuse a ``target`` an interrupted run left."""
+    if resume and target.is_file() and target.stat().st_size:
+        print(f"= reusing {target} (--resume)", file=sys.stderr, flush=True)
+        RESUMED.append(target.name)
+        return
+    _run(args, env=env)
+
+
 def _run(args: list[str], capture: bool = False, env: dict | None = None) -> str:
     env = {**os.environ, "MLX_ENABLE_TF32": os.environ.get("MLX_ENABLE_TF32", "0"), **(env or {})}
     print("+", shlex.join(args), file=sys.stderr, flush=True)
@@ -105,7 +117,8 @@ def _detector_section(args, out: Path) -> dict:
     for side, model in (("mlx", str(mlx_detector)), ("torch", detector)):
         target = out / f"detector-{side}.json"
         extra = ["--torch-device", args.torch_device] if side == "torch" else []
-        _run(["-m", "benchmarks.detect", side, "--model", model, "--pages", *pages, "--out", str(target), *extra])
+        _worker(["-m", "benchmarks.detect", side, "--model", model, "--pages", *pages, "--out", str(target), *extra],
+                target, args.resume)  # fmt: skip
         sides[side] = json.loads(target.read_text(encoding="utf-8"))
     return {
         "model": "synthetic full-size random weights (benchmarks/synthetic_detector.py FULL_DETECTOR)"
@@ -151,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pages", nargs="+", help="page images for the detector section (default: generated pages)")
     parser.add_argument("--out", default="benchmarks/results/latest")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted run: reuse the worker outputs it already wrote in OUT (listed in results.json)",
+    )
     args = parser.parse_args(argv)
 
     out = Path(args.out)
@@ -175,23 +193,23 @@ def main(argv: list[str] | None = None) -> int:
     common = ["--images", *images, "--decoding", *modes, "--repeat", str(args.repeat)]
     common += ["--batch-sizes", *map(str, args.batch_size), "--throughput-images", str(args.throughput_images)]
     common += ["--fixed-lengths", *map(str, args.fixed_lengths)]
-    _run(["-m", "benchmarks.measure", "mlx", "--model", mlx_model, "--out", str(out / "mlx.json"),
-          "--compile-comparison", *common])  # fmt: skip
-    _run([
+    _worker(["-m", "benchmarks.measure", "mlx", "--model", mlx_model, "--out", str(out / "mlx.json"),
+             "--compile-comparison", *common], out / "mlx.json", args.resume)  # fmt: skip
+    _worker([
         "-m", "benchmarks.measure", "torch", "--model", model, "--torch-device", args.torch_device,
         "--out", str(out / "torch.json"), "--reference", str(out / "mlx.json"), *common,
-    ])  # fmt: skip
+    ], out / "torch.json", args.resume)  # fmt: skip
     if args.blas_comparison:
-        _run(
+        _worker(
             ["-m", "benchmarks.measure", "mlx", "--model", mlx_model, "--out", str(out / "mlx-reference-blas.json"),
              "--images", *images[:2], "--decoding", "greedy", "--max-length", "17", "--batch-sizes", "1",
              "--throughput-images", "1", "--fixed-lengths", "16"],
-            env={"MLX_MANGAOCR_NO_OPENBLAS": "1"},
+            out / "mlx-reference-blas.json", args.resume, env={"MLX_MANGAOCR_NO_OPENBLAS": "1"},
         )  # fmt: skip
     kernels = {}
     for side in ("mlx", "torch"):
         target = out / f"kernels-{side}.json"
-        _run(["-m", "benchmarks.kernels", side, "--config", mlx_model, "--out", str(target)])
+        _worker(["-m", "benchmarks.kernels", side, "--config", mlx_model, "--out", str(target)], target, args.resume)
         kernels[side] = json.loads(target.read_text(encoding="utf-8"))
     variants = {}
     for name in ["float32", *args.variants] if args.variants else []:
@@ -199,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         if name != "float32" and not (Path(folder) / "model.safetensors").is_file():
             _run(["-m", "convert", model, "-o", folder, "--force", *VARIANTS[name]])
         target = out / f"variant-{name}.json"
-        _run(["-m", "benchmarks.variants", folder, "--images", *images, "--decoding", args.variants_decoding,
-              "--out", str(target)])  # fmt: skip
+        _worker(["-m", "benchmarks.variants", folder, "--images", *images, "--decoding", args.variants_decoding,
+                 "--out", str(target)], target, args.resume)  # fmt: skip
         variants[name] = json.loads(target.read_text(encoding="utf-8"))
     detector = _detector_section(args, out) if (args.synthetic or args.detector) else None
     mlx = json.loads((out / "mlx.json").read_text(encoding="utf-8"))
@@ -227,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         results["variants"] = variants
     if detector:
         results["detector"] = detector
+    if RESUMED:
+        results["resumed_from_interrupted_run"] = RESUMED
     (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
     (out / "results.md").write_text(report.markdown(results), encoding="utf-8")
     report.chart(results, out / "results.png")

@@ -23,9 +23,8 @@ class MlxDetector:
     name = "mlx"
 
     def load(self, model: str) -> None:
+        import mlx_mangaocr  # first: it loads OpenBLAS, which must come before mlx.core  # noqa: I001
         import mlx.core as mx
-
-        import mlx_mangaocr
         from mlx_mangaocr.detection.postprocess import post_process
 
         self.mx, self.post = mx, post_process
@@ -177,8 +176,9 @@ def main(argv=None) -> None:
     parser.add_argument("--throughput-pages", type=int, default=8)
     parser.add_argument("--torch-device", default="auto")
     args = parser.parse_args(argv)
+    results = run(args)  # measured first: an interrupted run leaves no output file behind
     with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(run(args), f, indent=1)
+        json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

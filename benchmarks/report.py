@@ -202,6 +202,14 @@ def markdown(results: dict) -> str:
         f"- PyTorch {torch['facts']['torch_version']} on {torch['facts']['device']}, BLAS: {torch['facts']['blas']}, "
         f"{torch['facts']['threads']} threads",
         f"- model: {results['model']}; images: {results['images']}",
+        *(
+            [
+                f"- finished with `--resume`: reused {', '.join(results['resumed_from_interrupted_run'])}, written "
+                "earlier in the same interrupted run"
+            ]
+            if results.get("resumed_from_interrupted_run")
+            else []
+        ),  # fmt: skip
         "",
         "Ratios are MLX / PyTorch: below 1 means MLX takes less time or memory; for throughput, above 1 "
         "means MLX does more images per second.",

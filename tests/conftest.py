@@ -31,7 +31,23 @@ def pytest_configure(config):
     assert len(IMAGES) == 14, f"expected the 14 shared images, found {len(IMAGES)}"
 
 
-class Built:
+class WithOracle64:
+    """``oracle64``: a float64 copy of ``self.oracle``, made on first use, the reference both fp32
+    sides' errors are measured against (see oracle.fp32_bound)."""
+
+    oracle = None
+    _oracle64 = None
+
+    @property
+    def oracle64(self):
+        if self._oracle64 is None:
+            import copy
+
+            self._oracle64 = copy.deepcopy(self.oracle).double()
+        return self._oracle64
+
+
+class Built(WithOracle64):
     """A checkpoint folder with its transformers oracle."""
 
     def __init__(self, folder, spec: Spec):
@@ -39,16 +55,6 @@ class Built:
         self.spec = spec
         self.torch_model = write_checkpoint(folder, spec)
         self.oracle = load_oracle(folder)
-        self._oracle64 = None
-
-    @property
-    def oracle64(self):
-        """The oracle in float64: the reference both fp32 sides' errors are measured against."""
-        if self._oracle64 is None:
-            import copy
-
-            self._oracle64 = copy.deepcopy(self.oracle).double()
-        return self._oracle64
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +82,7 @@ def full_processor(full):
     return mlx_mangaocr.load_mlx_processor(full.folder)
 
 
-class BuiltDetector:
+class BuiltDetector(WithOracle64):
     """A detector checkpoint folder, transformers' model and PIL image processor for it, and our detector."""
 
     def __init__(self, folder, spec: DetectorSpec):
@@ -85,15 +91,6 @@ class BuiltDetector:
         write_detector(folder, spec)
         self.oracle, self.image_processor = load_detector_oracle(folder)
         self.detector = mlx_mangaocr.load_detector(folder)
-        self._oracle64 = None
-
-    @property
-    def oracle64(self):
-        if self._oracle64 is None:
-            import copy
-
-            self._oracle64 = copy.deepcopy(self.oracle).double()
-        return self._oracle64
 
 
 @pytest.fixture(scope="session")

@@ -87,6 +87,8 @@ def test_detector_section(bench):
             assert page["model_s"] > 0 and page["preprocess_s"] > 0 and page["postprocess_s"] >= 0
         assert set(data["throughput"]) == {"1", "4"} and data["memory"]["rss_growth_bytes"] is not None
         assert sum(len(d) for d in data["detections"].values()) > 0
+    if sys.platform.startswith("linux") and section["mlx"]["facts"]["device"].startswith("Device(cpu"):
+        assert "openblas" in section["mlx"]["facts"]["blas"]  # the worker imports the library before mlx
     agreement = section["agreement"]
     assert agreement["identical_pages"] == agreement["pages"] == 5
     assert agreement["matched"] == agreement["mlx_detections"] == agreement["torch_detections"]
