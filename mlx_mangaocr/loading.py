@@ -192,18 +192,27 @@ def load_checkpoint(
     return Checkpoint(model, config, vocab, image_processor, folder)
 
 
-def save_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Write an MLX model folder: model.safetensors, config.json, vocab.txt,
-    special_tokens_map.json and preprocessor_config.json."""
+def write_model_folder(out_dir: str | Path, model, json_files: dict[str, dict], overwrite: bool = False) -> Path:
+    """Write ``model``'s parameters to ``model.safetensors`` and each of ``json_files`` (name -> content)
+    into ``out_dir``; refuse a non-empty folder unless ``overwrite``."""
     out = Path(out_dir).expanduser()
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite (--force) to replace it")
     out.mkdir(parents=True, exist_ok=True)
-    weights = dict(tree_flatten(checkpoint.model.parameters()))
+    weights = dict(tree_flatten(model.parameters()))
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
-    (out / "config.json").write_text(json.dumps(checkpoint.config.to_dict(), indent=2), encoding="utf-8")
-    (out / "preprocessor_config.json").write_text(
-        json.dumps(checkpoint.image_processor.to_dict(), indent=2), encoding="utf-8"
-    )
+    for name, content in json_files.items():
+        (out / name).write_text(json.dumps(content, indent=2), encoding="utf-8")
+    return out
+
+
+def save_checkpoint(checkpoint: Checkpoint, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write an MLX model folder: model.safetensors, config.json, vocab.txt,
+    special_tokens_map.json and preprocessor_config.json."""
+    files = {
+        "config.json": checkpoint.config.to_dict(),
+        "preprocessor_config.json": checkpoint.image_processor.to_dict(),
+    }
+    out = write_model_folder(out_dir, checkpoint.model, files, overwrite)
     checkpoint.vocab.save(out)
     return out

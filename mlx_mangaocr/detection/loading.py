@@ -3,16 +3,22 @@ or a hub id): the same paths as the OCR model's, through ``DetectorModel.sanitiz
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
-from mlx.utils import tree_flatten
 
 from .. import hub
 from ..errors import ModelLoadError
-from ..loading import WEIGHT_FILES, cast_weights, check_weights, read_json, read_weights, resolve_source
+from ..loading import (
+    WEIGHT_FILES,
+    cast_weights,
+    check_weights,
+    read_json,
+    read_weights,
+    resolve_source,
+    write_model_folder,
+)
 from .config import DetectorConfig
 from .image_processing import DetectorImageProcessor
 from .model import DetectorModel
@@ -60,14 +66,8 @@ def load_detector_checkpoint(
 def save_detector_checkpoint(checkpoint: DetectorCheckpoint, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write a converted detector folder: model.safetensors (BatchNorms folded), config.json,
     preprocessor_config.json."""
-    out = Path(out_dir).expanduser()
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass overwrite (--force) to replace it")
-    out.mkdir(parents=True, exist_ok=True)
-    weights = dict(tree_flatten(checkpoint.model.parameters()))
-    mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
-    (out / "config.json").write_text(json.dumps(checkpoint.config.to_dict(), indent=2), encoding="utf-8")
-    (out / "preprocessor_config.json").write_text(
-        json.dumps(checkpoint.image_processor.to_dict(), indent=2), encoding="utf-8"
-    )
-    return out
+    files = {
+        "config.json": checkpoint.config.to_dict(),
+        "preprocessor_config.json": checkpoint.image_processor.to_dict(),
+    }
+    return write_model_folder(out_dir, checkpoint.model, files, overwrite)
