@@ -37,9 +37,7 @@ def avg_pool_2x2_ceil(x: mx.array) -> mx.array:
     return x.reshape(b, hh, 2, ww, 2, c).sum(axis=(2, 4)) / count
 
 
-def max_pool_3x3_s2(x: mx.array) -> mx.array:
-    """``MaxPool2d(3, stride=2, padding=1)`` (padding never wins a max)."""
-    return nn.MaxPool2d(kernel_size=3, stride=2, padding=1)(x)
+max_pool_3x3_s2 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # the stem's pool (padding never wins a max)
 
 
 class Shortcut(nn.Module):
@@ -48,7 +46,6 @@ class Shortcut(nn.Module):
     def __init__(self, in_dims: int, out_dims: int, stride: int, pool: bool, project: bool):
         super().__init__()
         self.pool = pool
-        self.stride = stride
         if project:
             self.conv = nn.Conv2d(in_dims, out_dims, 1, stride=1 if pool else stride, bias=True)
 
