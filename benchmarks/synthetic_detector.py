@@ -25,6 +25,7 @@ LABELS = {0: "bubble", 1: "text_bubble", 2: "text_free"}
 class DetectorSpec:
     full: bool = False
     basic: bool = False  # an R18-like "basic" backbone, other layer counts, a 4th feature level
+    options: bool = False  # the other config switches: discrete sampling, eval_size, pre-norm, fixed anchors
     seed: int = 0
     size: int = 640  # the preprocessor's square input size
     head_scale: float = 3.0  # class heads' weight scale (std head_scale / sqrt(d)): scores spread over (0, 1)
@@ -32,6 +33,7 @@ class DetectorSpec:
 
 SMALL_DETECTOR = DetectorSpec(size=320)
 BASIC_DETECTOR = DetectorSpec(basic=True, size=256, seed=3)
+OPTIONS_DETECTOR = DetectorSpec(options=True, size=256, seed=5)
 FULL_DETECTOR = DetectorSpec(full=True)
 
 
@@ -54,6 +56,9 @@ def detector_config(spec: DetectorSpec) -> RTDetrV2Config:
             embedding_size=16, hidden_sizes=[32, 64, 96, 128], depths=[1, 2, 1, 1], out_indices=[2, 3, 4]
         )
         more = {"decoder_layers": 2, "encoder_in_channels": [64, 96, 128]}
+    if spec.options:
+        more |= {"decoder_method": "discrete", "eval_size": spec.size, "normalize_before": True,
+                 "anchor_image_size": [spec.size, spec.size]}  # fmt: skip
     return RTDetrV2Config(
         backbone_config=backbone,
         encoder_hidden_dim=32,

@@ -20,7 +20,7 @@ from oracle import assert_fp32_close, fp32_bound, record
 from PIL import Image
 
 from benchmarks.pages import make_page, make_webtoon
-from benchmarks.synthetic_detector import BASIC_DETECTOR
+from benchmarks.synthetic_detector import BASIC_DETECTOR, OPTIONS_DETECTOR
 from mlx_mangaocr import InvalidImageError, ModelLoadError, load_detector
 from mlx_mangaocr.detection.loading import load_detector_checkpoint
 from mlx_mangaocr.detection.postprocess import post_process
@@ -108,7 +108,7 @@ def _selection_within_noise(ours, theirs, exact, k):
     return ours_set == theirs_set
 
 
-@pytest.mark.parametrize("size", ["small_detector", "full_detector", "basic_detector"])
+@pytest.mark.parametrize("size", ["small_detector", "full_detector", "basic_detector", "options_detector"])
 def test_maps_selection_and_decoder_match_transformers(size, request):
     built = request.getfixturevalue(size)
     pages = ["page", "wide", "tall"] if size == "small_detector" else ["page"]
@@ -275,6 +275,11 @@ def test_broken_checkpoints_name_the_problem(small_detector, tmp_path):
     with pytest.raises(ModelLoadError, match="missing tensor.*decoder.class_embed.1.weight"):
         load_detector_checkpoint(folder)
     config = json.loads((folder / "config.json").read_text())
+    config["learn_initial_query"] = True  # transformers' own inference cannot run it: no oracle, refused
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="learn_initial_query true"):
+        load_detector_checkpoint(folder)
+    config["learn_initial_query"] = False
     config["backbone_config"]["model_type"] = "timm"
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="unsupported detector backbone"):
@@ -304,6 +309,18 @@ def basic_detector(tmp_path_factory):
     from conftest import BuiltDetector
 
     return BuiltDetector(tmp_path_factory.mktemp("basic_detector"), BASIC_DETECTOR)
+
+
+@pytest.fixture(scope="module")
+def options_detector(tmp_path_factory):
+    """decoder_method "discrete", eval_size (no position embedding), normalize_before, anchor_image_size."""
+    from conftest import BuiltDetector
+
+    built = BuiltDetector(tmp_path_factory.mktemp("options_detector"), OPTIONS_DETECTOR)
+    config = built.detector.config
+    assert config.decoder_method == "discrete" and config.eval_size and config.normalize_before
+    assert config.anchor_image_size
+    return built
 
 
 def test_full_checkpoint_has_the_published_layout(full_detector):

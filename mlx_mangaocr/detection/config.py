@@ -141,6 +141,8 @@ class DetectorConfig:
             problems.append("feat_strides, encoder_in_channels and the decoder's levels disagree")
         if not self.with_box_refine:
             problems.append("with_box_refine false")
+        if self.learn_initial_query:  # transformers' own inference fails on it (Embedding.tile): no oracle
+            problems.append("learn_initial_query true")
         if problems:
             raise ModelLoadError("unsupported detector config.json: " + "; ".join(problems))
 

@@ -50,8 +50,9 @@ class EncoderLayer(nn.Module):
         x = x + self.self_attn(h, pos)
         if not self.pre_norm:
             x = self.self_attn_layer_norm(x)
-        h = self.final_layer_norm(x) if self.pre_norm else x
-        x = x + self.fc2(ACTIVATIONS[self.activation](self.fc1(h)))
+        if self.pre_norm:  # transformers' pre-norm FFN keeps the normalised state as its residual
+            x = self.final_layer_norm(x)
+        x = x + self.fc2(ACTIVATIONS[self.activation](self.fc1(x)))
         return x if self.pre_norm else self.final_layer_norm(x)
 
 

@@ -65,8 +65,6 @@ class DetectorModel(nn.Module):
         for _ in range(config.num_feature_levels - len(config.decoder_in_channels)):
             self.decoder_input_proj.append(nn.Conv2d(extra_in, d, 3, stride=2, padding=1))
             extra_in = d
-        if config.learn_initial_query:
-            self.weight_embedding = nn.Embedding(config.num_queries, d)
         self.decoder = Decoder(config)
         self._anchors: dict[tuple, tuple[mx.array, mx.array]] = {}
 
@@ -100,10 +98,7 @@ class DetectorModel(nn.Module):
         k = self.config.num_queries
         topk = mx.argsort(-enc_logits.max(axis=-1), axis=-1)[:, :k] if queries is None else queries  # descending
         ref_logits = mx.take_along_axis(enc_boxes, topk[..., None], axis=1)
-        if self.config.learn_initial_query:
-            target = mx.broadcast_to(self.weight_embedding.weight[None], (b, k, self.config.d_model))
-        else:
-            target = mx.take_along_axis(out_memory, topk[..., None], axis=1)
+        target = mx.take_along_axis(out_memory, topk[..., None], axis=1)
         logits, boxes = self.decoder(target, memory, shapes, ref_logits)
         return DetectorOutput(logits, boxes, backbone_maps, encoder_maps, enc_logits, topk, shapes)
 
