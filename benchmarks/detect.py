@@ -74,8 +74,7 @@ class TorchDetector:
         self.processor = RTDetrImageProcessor.from_pretrained(model)  # the PIL backend without torchvision
         self.net = RTDetrV2ForObjectDetection.from_pretrained(model).eval().to(self.device)
 
-    def preprocess(self, pages):
-        pages = [p.convert("RGB") for p in pages]  # as comic-translate feeds it (an L page has 1 channel)
+    def preprocess(self, pages):  # RGB pages (run() converts them once, untimed), as comic-translate feeds it
         pixels = self.processor(pages, return_tensors="pt").pixel_values.to(self.device)
         return pixels, [(p.height, p.width) for p in pages]
 
@@ -123,7 +122,7 @@ def run(args) -> dict:
     side.load(args.model)
     load_s = time.perf_counter() - start
     rss_loaded = rss_bytes()
-    pages = [Image.open(p).convert("RGB") for p in args.pages]
+    pages = [Image.open(p).convert("RGB") for p in args.pages]  # both sides get RGB: an L page has 1 channel
     side.postprocess(side.model(side.preprocess(pages[:1])[0]), [(1, 1)], args.threshold)  # warm-up
     per_page, detections = {}, {}
     for path, page in zip(args.pages, pages, strict=True):

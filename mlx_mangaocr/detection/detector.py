@@ -26,10 +26,6 @@ class Detector:
         self.image_processor = checkpoint.image_processor
         self._lock = threading.Lock()
 
-    @property
-    def labels(self) -> list[str]:
-        return [self.config.id2label[i] for i in range(self.config.num_labels)]
-
     def preprocess(self, images: list[ImageInput]) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Images -> pixels (B, H, W, 3) and each image's original (height, width)."""
         done = [self.image_processor(image) for image in images]
