@@ -9,7 +9,6 @@ NumPy, so the pixel values match exactly.
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,10 +153,12 @@ class ImageProcessor:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> ImageProcessor:
+        from .loading import read_json  # loading imports this module
+
         path = Path(folder) / "preprocessor_config.json"
         if not path.is_file():
             raise ModelLoadError(f"{folder} has no preprocessor_config.json")
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        return cls.from_dict(read_json(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The legacy ``preprocessor_config.json`` that manga-ocr-base ships."""

@@ -122,6 +122,11 @@ def _bad_cases():
         "only a BERT decoder",
     )
     yield "config not JSON", lambda f: (f / "config.json").write_text("{oops"), "cannot read"
+    yield (
+        "preprocessor config not JSON",
+        lambda f: (f / "preprocessor_config.json").write_text("{oops"),
+        "cannot read .*preprocessor_config.json",
+    )
     yield "no vocab", lambda f: (f / "vocab.txt").unlink(), "no vocab.txt"
     yield "short vocab", lambda f: (f / "vocab.txt").write_text("[PAD]\n[UNK]\n"), "wrong vocab"
     yield "no weights", lambda f: (f / "model.safetensors").unlink(), "has no weights"

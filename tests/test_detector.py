@@ -275,6 +275,10 @@ def test_broken_checkpoints_name_the_problem(small_detector, tmp_path):
     with pytest.raises(ModelLoadError, match="missing tensor.*decoder.class_embed.1.weight"):
         load_detector_checkpoint(folder)
     config = json.loads((folder / "config.json").read_text())
+    (folder / "preprocessor_config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="cannot read .*preprocessor_config.json"):
+        load_detector_checkpoint(folder)
+    (folder / "preprocessor_config.json").write_text("{}")
     config["learn_initial_query"] = True  # transformers' own inference cannot run it: no oracle, refused
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="learn_initial_query true"):

@@ -6,7 +6,6 @@ RGB, resize to the configured size with PIL (bilinear by default, aspect not kep
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,13 +55,12 @@ class DetectorImageProcessor:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> DetectorImageProcessor:
+        from ..loading import read_json
+
         path = Path(folder) / "preprocessor_config.json"
         if not path.is_file():
             return cls()  # transformers' defaults, as RTDetrImageProcessor() without a file
-        try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelLoadError(f"cannot read {path}: {e}") from None
+        return cls.from_dict(read_json(path))
 
     def to_dict(self) -> dict[str, Any]:
         return {
