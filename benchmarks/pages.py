@@ -4,7 +4,7 @@ Panels in a grid, ellipse and cloud bubbles, and the shared real crops (upstream
 images: vertical and horizontal Japanese text) pasted inside bubbles or straight onto the panel as
 text outside bubbles. ``make_page(seed, ...)`` rebuilds the same page from its seed. The reading
 order is manga order: panel rows top to bottom, panels right to left in a row, and inside a panel
-text right to left, then top to bottom.
+text right to left, except that text lying wholly above another is read first.
 """
 
 from __future__ import annotations
@@ -88,7 +88,10 @@ def _place_text(page: SyntheticPage, draw, panel, rng, crops, slots: int) -> lis
                 crop_path.name,
             )
         )
-    return regions[::-1]  # right to left
+    regions = regions[::-1]  # right to left, unless the left one lies wholly above the right one
+    if len(regions) == 2 and regions[1].box[3] < regions[0].box[1]:
+        regions.reverse()
+    return regions
 
 
 def make_page(seed: int, width: int = 1000, height: int = 1400, rows: int = 3, cols: int = 2) -> SyntheticPage:

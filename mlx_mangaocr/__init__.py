@@ -13,10 +13,12 @@ load_openblas()  # must run before the first `import mlx`
 from .detection import Detection, Detector, load_detector  # noqa: E402
 from .dropin import MangaOcr  # noqa: E402
 from .errors import InvalidImageError, MangaOcrError, ModelLoadError  # noqa: E402
+from .pages import Block, Page, PageReader, load_page_reader  # noqa: E402
 from .processor import MangaOcrProcessor, Recognition, load_mlx_processor  # noqa: E402
 from .text import post_process  # noqa: E402
 
 __all__ = [
+    "Block",
     "Detection",
     "Detector",
     "InvalidImageError",
@@ -24,9 +26,12 @@ __all__ = [
     "MangaOcrError",
     "MangaOcrProcessor",
     "ModelLoadError",
+    "Page",
+    "PageReader",
     "Recognition",
     "load_detector",
     "load_mlx_processor",
+    "load_page_reader",
     "post_process",
 ]
 __version__ = "0.1.0"
