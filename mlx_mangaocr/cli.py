@@ -3,6 +3,8 @@
     mlx-mangaocr IMAGE_OR_DIR... [--model M] [--json | --jsonl] [--batch-size N] [--decoding beam|greedy]
     mlx-mangaocr --watch DIR [--output FILE]      # OCR images as they appear in DIR
     mlx-mangaocr --clipboard                      # OCR images copied to the clipboard, copy the text back
+    mlx-mangaocr --pages PAGE_OR_DIR... [--detector D] [--draw DIR] [--json | --jsonl]   # whole pages
+    mlx-mangaocr --mokuro VOLUME...               # volumes (folders, .cbz, .zip) -> VOLUME.mokuro
 
 Exit status: 0 when every image was read, 1 when some failed (each failure is reported and the
 others still run), 2 when nothing could run (no model, no clipboard, bad arguments).
@@ -26,8 +28,9 @@ from .watch import image_files
 class Progress:
     """A one-line progress bar on stderr."""
 
-    def __init__(self, total: int, enabled: bool):
+    def __init__(self, total: int, enabled: bool, unit: str = "images", label: str = ""):
         self.total, self.enabled, self.done, self.start = total, enabled, 0, time.perf_counter()
+        self.unit, self.label = unit, label
 
     def advance(self, count: int) -> None:
         self.done += count
@@ -37,7 +40,7 @@ class Progress:
         filled = width * self.done // max(self.total, 1)
         rate = self.done / max(time.perf_counter() - self.start, 1e-9)
         bar = "#" * filled + "-" * (width - filled)
-        sys.stderr.write(f"\r[{bar}] {self.done}/{self.total} images, {rate:.2f} img/s")
+        sys.stderr.write(f"\r{self.label}[{bar}] {self.done}/{self.total} {self.unit}, {rate:.2f}/s")
         if self.done >= self.total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -153,6 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--watch", metavar="DIR", help="OCR new or changed images in DIR as they appear")
     mode.add_argument("--clipboard", action="store_true", help="OCR images copied to the clipboard; copy the text back")
+    mode.add_argument(
+        "--pages", action="store_true", help="the inputs are whole pages: find the text, read it in reading order"
+    )
+    mode.add_argument(
+        "--mokuro",
+        action="store_true",
+        help="the inputs are volumes (folders of pages, searched recursively, or .cbz/.zip): write VOLUME.mokuro "
+        "beside each; an interrupted run resumes where it stopped",
+    )
+    parser.add_argument(
+        "--detector",
+        help="--pages/--mokuro: the text detector, a converted folder, Hugging Face folder or hub id (default: "
+        "ogkalu/comic-text-and-bubble-detector, converted into ~/.cache/mlx-mangaocr on first use)",
+    )
+    parser.add_argument("--draw", metavar="DIR", help="--pages: write each page with its blocks drawn to DIR")
+    parser.add_argument(
+        "--left-to-right", action="store_true", help="--pages/--mokuro: western reading order (default: manga's)"
+    )
+    parser.add_argument("--force", action="store_true", help="--mokuro: read volumes that already have a .mokuro")
     parser.add_argument("--output", metavar="FILE", help="append results to FILE instead of printing them")
     parser.add_argument("--interval", type=float, default=0.5, help="--watch/--clipboard: seconds between looks")
     parser.add_argument(
@@ -172,6 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give images, or --watch DIR, or --clipboard, not several")
     if not (args.watch or args.clipboard or args.inputs):
         parser.error("give images or folders, --watch DIR or --clipboard")
+    if (args.pages or args.mokuro) and not args.inputs:
+        parser.error("--pages and --mokuro need pages or volumes to read")
+    paged = args.pages or args.mokuro
+    for flag, value in (("--detector", args.detector), ("--left-to-right", args.left_to_right)):
+        if value and not paged:
+            parser.error(f"{flag} goes with --pages or --mokuro")
+    if args.draw and not args.pages:
+        parser.error("--draw goes with --pages")
+    if args.force and not args.mokuro:
+        parser.error("--force goes with --mokuro")
+    if args.mokuro and (args.fmt or args.output):
+        parser.error("--mokuro writes VOLUME.mokuro files; --json, --jsonl and --output do not apply")
     if args.watch and not Path(args.watch).is_dir():
         print(f"error: --watch needs a folder: {args.watch}", file=sys.stderr)
         return 2
@@ -184,12 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         except MangaOcrError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    decoding = {"num_beams": 1} if args.decoding == "greedy" else {}
+    if paged:
+        from .pages.cli import run_pages
+
+        return run_pages(args, decoding)
     try:
         processor = _load(args.model)
     except MangaOcrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    decoding = {"num_beams": 1} if args.decoding == "greedy" else {}
     stream = open(args.output, "a", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
         if args.inputs:

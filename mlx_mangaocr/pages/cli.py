@@ -1,0 +1,124 @@
+"""``mlx-mangaocr --pages`` and ``mlx-mangaocr --mokuro``: whole pages and volumes from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..cli import Output, Progress, expand_inputs
+from ..errors import InvalidImageError, MangaOcrError
+from .reader import load_page, load_page_reader
+from .volume import Volume, VolumeError, read_volume
+
+
+def _settings(args, decoding: dict) -> str:
+    """What a cached page depends on: the models (resolved folders or hub ids) and the options."""
+
+    def where(source):
+        return str(Path(source).resolve()) if source and Path(source).exists() else (source or "default")
+
+    return json.dumps(
+        {
+            "ocr": where(args.model),
+            "detector": where(args.detector),
+            "left_to_right": args.left_to_right,
+            "decoding": decoding,
+        },  # fmt: skip
+        sort_keys=True,
+    )
+
+
+def run_pages(args, decoding: dict) -> int:
+    try:
+        reader = load_page_reader(args.model, args.detector, right_to_left=not args.left_to_right, **decoding)
+    except MangaOcrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.mokuro:
+        return _run_volumes(reader, args, decoding)
+    stream = open(args.output, "a", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        return _run_pages(reader, args, stream)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if args.output:
+            stream.close()
+
+
+def _run_pages(reader, args, stream) -> int:
+    paths, errors = expand_inputs(args.inputs)
+    several = len(paths) + len(errors) > 1
+    out = Output(args.fmt or "text", stream, show_path=several)
+    for record in errors:
+        out.emit(record)
+    if args.draw:
+        Path(args.draw).mkdir(parents=True, exist_ok=True)
+    show = args.progress if args.progress is not None else several and sys.stderr.isatty()
+    progress = Progress(len(paths), show, unit="pages")
+    for start in range(0, len(paths), args.batch_size):
+        chunk = paths[start : start + args.batch_size]
+        images, names, failed = [], [], {}
+        for path in chunk:
+            try:
+                images.append(load_page(path))
+                names.append(path)
+            except InvalidImageError as e:
+                failed[path] = str(e)
+        pages = dict(zip(names, reader.read_pages(images, args.batch_size), strict=True))
+        for path in chunk:
+            if path in failed:
+                out.emit({"path": path, "error": failed[path]})
+                continue
+            page = pages[path]
+            if out.fmt == "text":
+                for block in page.blocks:
+                    out.emit({"path": path, "text": block.text})
+            else:
+                out.emit({"path": path, **page.to_dict()})
+            if args.draw:
+                from .draw import draw_page
+
+                image = images[names.index(path)]
+                draw_page(image, page).save(Path(args.draw) / f"{Path(path).stem}.png")
+        progress.advance(len(chunk))
+    out.close()
+    return 1 if out.failed else 0
+
+
+def _run_volumes(reader, args, decoding: dict) -> int:
+    settings = _settings(args, decoding)
+    failed = False
+    for item in args.inputs:
+        try:
+            volume = Volume.open(item)
+        except VolumeError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            failed = True
+            continue
+        try:
+            if volume.mokuro_path.exists() and not volume.cache_folder.exists() and not args.force:
+                print(f"{volume.mokuro_path} exists: skipping {item} (--force reads it again)", file=sys.stderr)
+                continue
+            show = args.progress if args.progress is not None else sys.stderr.isatty()
+            progress = Progress(len(volume.pages), show, unit="pages", label=f"{volume.name} ")
+
+            def report(message: str, show: bool = show) -> None:
+                nonlocal failed
+                failed = True
+                print(f"\nerror: {message}" if show else f"error: {message}", file=sys.stderr, flush=True)
+
+            result = read_volume(reader, volume, settings, args.batch_size, report, progress.advance)
+            print(
+                f"{result.path}: {result.read + result.cached} of {result.pages} pages "
+                f"({result.read} read, {result.cached} from the cache, {result.failed} could not be read)",
+                file=sys.stderr,
+                flush=True,
+            )
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: the pages read so far are kept in {volume.cache_folder}", file=sys.stderr)
+            return 130
+        finally:
+            volume.close()
+    return 1 if failed else 0

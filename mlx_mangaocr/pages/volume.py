@@ -1,0 +1,242 @@
+"""Volumes to ``.mokuro`` files, as mokuro 0.2.x writes them, resumable page by page.
+
+A volume is a folder of page images (searched recursively) or a ``.cbz``/``.zip`` of them; its
+pages are the files with suffix ``.jpg .jpeg .png .webp .avif``, in natural sort order (``2.jpg``
+before ``10.jpg``). ``VOLUME.mokuro`` is written beside the volume.
+
+Resume: each page's result is written, as soon as it is read, to ``VOLUME.mokuro-cache/`` beside
+the volume: one small JSON file per page, written to a temporary name and renamed, so a kill leaves
+whole files only. An entry records the page's size and modification time (a zip member's CRC) and
+the reader's settings; a run reuses the entries that still match and reads the rest. The
+``.mokuro`` is written to a temporary file and renamed; when every page was read the cache is
+removed. A page that cannot be read is reported and left out, and the cache keeps the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InvalidImageError, MangaOcrError
+from .page import MOKURO_VERSION, Page
+
+PAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".avif")
+ARCHIVE_SUFFIXES = (".cbz", ".zip")
+
+
+class VolumeError(MangaOcrError):
+    """A volume that cannot be read at all (missing, not a folder or archive, corrupt, no pages)."""
+
+
+def natural_key(path: str) -> list:
+    """Sort key that orders numbers by value: ``p2.jpg`` before ``p10.jpg``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path)]
+
+
+@dataclass
+class Volume:
+    """A folder or archive of page images."""
+
+    path: Path
+    pages: list[str]  # relative paths with "/", natural order
+    _archive: zipfile.ZipFile | None = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> Volume:
+        path = Path(path)
+        if not path.exists():
+            raise VolumeError(f"volume not found: {path}")
+        if path.is_dir():
+            pages = [p.relative_to(path).as_posix() for p in path.rglob("*")
+                     if p.suffix.lower() in PAGE_SUFFIXES and p.is_file()]  # fmt: skip
+            archive = None
+        elif path.suffix.lower() in ARCHIVE_SUFFIXES:
+            try:
+                archive = zipfile.ZipFile(path)
+                bad = archive.testzip()
+            except (zipfile.BadZipFile, OSError, EOFError) as e:
+                raise VolumeError(f"{path} is not a readable zip archive: {e}") from None
+            if bad is not None:
+                raise VolumeError(f"{path} is corrupt: the member {bad} fails its CRC check")
+            pages = [i.filename for i in archive.infolist()
+                     if not i.is_dir() and Path(i.filename).suffix.lower() in PAGE_SUFFIXES
+                     and not i.filename.startswith("__MACOSX/")]  # fmt: skip
+        else:
+            raise VolumeError(f"a volume is a folder of images or a .cbz/.zip, got {path}")
+        if not pages:
+            raise VolumeError(f"no page images ({' '.join(PAGE_SUFFIXES)}) in {path}")
+        return cls(path, sorted(pages, key=natural_key), archive)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path.is_file() else self.path.name
+
+    @property
+    def mokuro_path(self) -> Path:
+        return self.path.parent / f"{self.name}.mokuro"
+
+    @property
+    def cache_folder(self) -> Path:
+        return self.path.parent / f"{self.name}.mokuro-cache"
+
+    def load(self, page: str):
+        """A page as a decoded RGB PIL image, or ``InvalidImageError`` naming the page."""
+        from .reader import load_page
+
+        if self._archive is None:
+            return load_page(self.path / page)
+        try:
+            data = self._archive.read(page)
+        except (OSError, zipfile.BadZipFile, KeyError) as e:
+            raise InvalidImageError(f"{self.path}: cannot read {page}: {e}") from None
+        try:
+            return load_page(data)
+        except InvalidImageError as e:
+            raise InvalidImageError(f"{self.path}: {page}: {e}") from None
+
+    def stamp(self, page: str) -> list[int]:
+        """What identifies a page's content cheaply: size and mtime (a zip member: size and CRC)."""
+        if self._archive is not None:
+            info = self._archive.getinfo(page)
+            return [info.file_size, info.CRC]
+        stat = (self.path / page).stat()
+        return [stat.st_size, stat.st_mtime_ns]
+
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive.close()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class PageCache:
+    """The per-page results of one volume, one JSON file per page (see the module docstring)."""
+
+    def __init__(self, volume: Volume, settings: str):
+        self.volume, self.settings, self.folder = volume, settings, volume.cache_folder
+
+    def _file(self, page: str) -> Path:
+        return self.folder / (hashlib.sha1(page.encode()).hexdigest()[:16] + ".json")
+
+    def get(self, page: str) -> Page | None:
+        try:
+            entry = json.loads(self._file(page).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if (entry.get("page"), entry.get("stamp"), entry.get("settings")) != (
+            page, self.volume.stamp(page), self.settings):  # fmt: skip
+            return None
+        return Page.from_dict(entry["result"])
+
+    def put(self, page: str, result: Page) -> None:
+        self.folder.mkdir(exist_ok=True)
+        entry = {"page": page, "stamp": self.volume.stamp(page), "settings": self.settings, "result": result.to_dict()}
+        _write_atomic(self._file(page), json.dumps(entry, ensure_ascii=False))
+
+    def clear(self) -> None:
+        if self.folder.is_dir():
+            for f in self.folder.iterdir():
+                f.unlink()
+            self.folder.rmdir()
+
+
+def _uuid_from(path: Path, key: str) -> str | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def title_uuid(volume: Volume) -> str:
+    """The title's uuid: this volume's earlier ``.mokuro``'s, else a sibling volume's, else a new one."""
+    for path in [volume.mokuro_path, *sorted(volume.path.parent.glob("*.mokuro"))]:
+        found = _uuid_from(path, "title_uuid")
+        if found:
+            return found
+    return str(uuid.uuid4())
+
+
+def mokuro_document(volume: Volume, pages: dict[str, Page]) -> dict:
+    """The ``.mokuro`` content: the volume's header and the read pages in page order."""
+    return {
+        "version": MOKURO_VERSION,
+        "title": volume.path.resolve().parent.name,
+        "title_uuid": title_uuid(volume),
+        "volume": volume.name,
+        "volume_uuid": _uuid_from(volume.mokuro_path, "volume_uuid") or str(uuid.uuid4()),
+        "pages": [pages[p].to_mokuro(p) for p in volume.pages if p in pages],
+    }
+
+
+@dataclass
+class VolumeResult:
+    path: Path | None  # the .mokuro written, or None when the volume could not be read
+    pages: int = 0  # pages in the volume
+    read: int = 0  # pages read in this run
+    cached: int = 0  # pages taken from the cache
+    failed: int = 0  # pages that could not be read (left out)
+
+
+def read_volume(reader, volume: Volume, settings: str, batch_size: int = 16,
+                report: Callable[[str], None] = print, progress: Callable[[int], None] | None = None,
+                ) -> VolumeResult:  # fmt: skip
+    """Read a volume's pages not yet cached, ``batch_size`` pages at a time, cache each, then write
+    its ``.mokuro``. ``report`` gets one message per page that could not be read; ``progress`` the
+    number of pages done (read, cached or failed) as they are."""
+    cache = PageCache(volume, settings)
+    result = VolumeResult(None, pages=len(volume.pages))
+    done: dict[str, Page] = {}
+    todo = []
+    for page in volume.pages:
+        cached = cache.get(page)
+        if cached is None:
+            todo.append(page)
+        else:
+            done[page] = cached
+    result.cached = len(done)
+    if progress and done:
+        progress(len(done))
+
+    def readable() -> Iterator[tuple[str, object]]:
+        for page in todo:
+            try:
+                yield page, volume.load(page)
+            except InvalidImageError as e:
+                result.failed += 1
+                report(str(e))
+                if progress:
+                    progress(1)
+
+    pending = readable()
+    while True:
+        group = [item for _, item in zip(range(batch_size), pending, strict=False)]
+        if not group:
+            break
+        for (page, _), read in zip(group, reader.read_pages([image for _, image in group], batch_size), strict=True):
+            cache.put(page, read)
+            done[page] = read
+            result.read += 1
+            if progress:
+                progress(1)
+    document = mokuro_document(volume, done)
+    _write_atomic(volume.mokuro_path, json.dumps(document, ensure_ascii=False))
+    result.path = volume.mokuro_path
+    if not result.failed:
+        cache.clear()
+    return result
