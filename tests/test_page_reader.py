@@ -112,3 +112,24 @@ def test_bad_pages_and_options(tiny_processor, tmp_path):
     empty = PageReader(tiny_processor, TruthDetector([]))
     empty.detector.detect_batch = lambda images, threshold: [[] for _ in images]
     assert empty.read_page(np.full((40, 50, 3), 255, np.uint8)) == blank
+
+
+@pytest.mark.parametrize("decoding", [{"num_beams": 1}, {}], ids=["greedy", "beam"])
+def test_pages_equal_the_transformers_page_pipeline(tiny, small_detector, tiny_processor, decoding):
+    """End to end on random checkpoints: the MLX page reader (small detector, tiny OCR model) equals
+    the same pipeline on transformers' detector, post-processing and ``generate``, block for block:
+    boxes, kinds, bubbles, order, font sizes and texts. A tall page goes through the slices."""
+    from benchmarks.torch_pages import torch_page_reader
+
+    images = [PAGES[0].image, PAGES[3].image, PAGES[4].image]
+    ours = PageReader(tiny_processor, small_detector.detector, decoding=decoding)
+    theirs = torch_page_reader(tiny.folder, small_detector.folder, decoding=decoding)
+    mine = list(ours.read_pages(images, batch_size=4))
+    reference = [theirs.read_page(image, batch_size=1) for image in images]  # one crop at a time
+    for a, b in zip(mine, reference, strict=True):
+        assert (a.width, a.height) == (b.width, b.height)
+        assert [(x.box, x.kind, x.bubble, x.vertical, x.font_size, x.text) for x in a.blocks] == [
+            (x.box, x.kind, x.bubble, x.vertical, x.font_size, x.text) for x in b.blocks
+        ]
+    assert sum(len(p.blocks) for p in mine) >= 5
+    assert len({x.text for p in mine for x in p.blocks}) > 1
