@@ -2,7 +2,8 @@
 
 A page whose height is more than ``TALL`` (3.5) times its width is cut into full-width slices
 ``SLICE`` (3) widths tall, each overlapping the next by ``OVERLAP`` (20%) of a slice; the last
-slice ends at the page's bottom. Each slice is detected on its own (the detector squashes any
+slice ends at the page's bottom; a page that would need more than ``MAX_SLICES`` (32) gets taller
+slices instead. Each slice is detected on its own (the detector squashes any
 input into its square), its boxes are shifted back into page coordinates, and boxes cut by a
 slice's inner edge are joined with the boxes they overlap in the neighbouring slice. The page's
 clean-up rules (``boxes.text_boxes``) then drop what both slices found whole.
@@ -17,6 +18,7 @@ from ..detection.postprocess import Detection
 TALL = 3.5
 SLICE = 3.0
 OVERLAP = 0.2
+MAX_SLICES = 32
 EDGE = 2  # px: a box ending this close to a slice's inner edge was cut by it
 
 
@@ -25,7 +27,9 @@ def slices(width: int, height: int) -> list[tuple[int, int]]:
     if height <= TALL * width:
         return [(0, height)]
     size = round(SLICE * width)
-    step = round(size * (1 - OVERLAP))
+    if size + (MAX_SLICES - 1) * size * (1 - OVERLAP) < height:  # an absurdly thin page: fewer, taller slices
+        size = math.ceil(height / (1 + (MAX_SLICES - 1) * (1 - OVERLAP)))
+    step = max(1, round(size * (1 - OVERLAP)))
     count = math.ceil((height - size) / step) + 1
     tops = [min(k * step, height - size) for k in range(count)]
     return [(top, top + size) for top in tops]
