@@ -99,8 +99,8 @@ def _generated_pages(folder: Path) -> list[str]:
     return [str(folder / name) for name in pages]
 
 
-def _detector_section(args, out: Path) -> dict:
-    """Both detectors on the same pages, each in its own process, and how far their detections agree."""
+def _detector_source(args, out: Path) -> str:
+    """The PyTorch side's detector: --detector, or with --synthetic a random full-size one in OUT."""
     detector = args.detector
     if not detector:
         from .synthetic_detector import FULL_DETECTOR, write_detector
@@ -109,6 +109,12 @@ def _detector_section(args, out: Path) -> dict:
         if not (detector / "model.safetensors").is_file():
             write_detector(detector, FULL_DETECTOR)
         detector = str(detector)
+    return detector
+
+
+def _detector_section(args, out: Path) -> dict:
+    """Both detectors on the same pages, each in its own process, and how far their detections agree."""
+    detector = _detector_source(args, out)
     mlx_detector = out / "mlx-detector"
     if not (mlx_detector / "model.safetensors").is_file():
         _run(["-m", "convert", detector, "-o", str(mlx_detector), "--force"])
@@ -128,6 +134,27 @@ def _detector_section(args, out: Path) -> dict:
         **sides,
         "agreement": report.detection_agreement(sides["mlx"], sides["torch"]),
     }
+
+
+def _pages_section(args, out: Path, model: str, mlx_model: str) -> dict:
+    """Whole pages to text on both sides (benchmarks/read_pages.py), each in its own process."""
+    detector = _detector_source(args, out)
+    mlx_detector = out / "mlx-detector"
+    if not (mlx_detector / "model.safetensors").is_file():
+        _run(["-m", "convert", detector, "-o", str(mlx_detector), "--force"])
+    pages = _images(args.pages) if args.pages else _generated_pages(out / "pages")[: args.page_reader_pages]
+    common = ["--pages", *pages, "--decoding", args.page_decoding, "--batch-sizes", "1", "16"]
+    if args.page_max_length:
+        common += ["--max-length", str(args.page_max_length)]
+    sides = {}
+    for side, ocr, det in (("mlx", mlx_model, str(mlx_detector)), ("torch", model, detector)):
+        target = out / f"pages-{side}.json"
+        extra = ["--torch-device", args.torch_device] if side == "torch" else []
+        _worker(["-m", "benchmarks.read_pages", side, "--ocr", ocr, "--detector", det, *common, "--out",
+                 str(target), *extra], target, args.resume)  # fmt: skip
+        sides[side] = json.loads(target.read_text(encoding="utf-8"))
+    same = sum(sides["mlx"]["pages"][p] == sides["torch"]["pages"][p] for p in sides["mlx"]["pages"])
+    return {"pages": len(pages), "max_length": args.page_max_length, **sides, "identical_pages": same}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         help="detector hub id or folder for the detector section (with --synthetic: a random full-size one)",
     )
     parser.add_argument("--pages", nargs="+", help="page images for the detector section (default: generated pages)")
+    parser.add_argument(
+        "--page-reader", action="store_true", help="the page section: whole pages to text on both sides"
+    )
+    parser.add_argument("--page-reader-pages", type=int, default=2, help="generated pages in the page section")
+    parser.add_argument("--page-decoding", choices=["beam", "greedy"], default="beam")
+    parser.add_argument(
+        "--page-max-length", type=int, help="cap on each crop's decoding in the page section (default: the model's)"
+    )
     parser.add_argument("--out", default="benchmarks/results/latest")
     parser.add_argument(
         "--resume",
@@ -221,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                  "--out", str(target)], target, args.resume)  # fmt: skip
         variants[name] = json.loads(target.read_text(encoding="utf-8"))
     detector = _detector_section(args, out) if (args.synthetic or args.detector) else None
+    pages = _pages_section(args, out, model, mlx_model) if args.page_reader else None
     mlx = json.loads((out / "mlx.json").read_text(encoding="utf-8"))
     torch = json.loads((out / "torch.json").read_text(encoding="utf-8"))
     results = {
@@ -245,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         results["variants"] = variants
     if detector:
         results["detector"] = detector
+    if pages:
+        results["pages"] = pages
     if RESUMED:
         results["resumed_from_interrupted_run"] = RESUMED
     (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -93,6 +93,35 @@ def _detector_table(section: dict | None) -> list[str]:
     return lines
 
 
+def _pages_table(section: dict | None) -> list[str]:
+    if not section:
+        return []
+    mlx, torch = section["mlx"], section["torch"]
+    cap = f", each crop's decoding capped at {section['max_length']} tokens" if section["max_length"] else ""
+    mode = "greedy" if mlx["decoding"].get("num_beams") == 1 else "the checkpoint's beam search (manga-ocr's)"
+    lines = [
+        "## Whole pages",
+        "",
+        f"{section['pages']} pages, {sum(mlx['blocks'])} text blocks in all; detector then OCR with the same "
+        f"rules on both sides ({mode}{cap}). PyTorch at batch 1 is manga-ocr's `generate` on one crop at a "
+        "time, as mokuro and comic-translate call it; at batch 16 the same pipeline on batches of 16 crops. "
+        f"MLX is `read_pages(batch_size=...)`. Pages identical (boxes and texts): "
+        f"{section['identical_pages']}/{section['pages']}.",
+        "",
+        "| metric | MLX | PyTorch | MLX / PyTorch |",
+        "|---|---|---|---|",
+    ]
+    for batch in mlx["throughput"]:
+        m, t = mlx["throughput"][batch]["pages_per_s"], torch["throughput"][batch]["pages_per_s"]
+        lines.append(f"| pages per second, batch {batch} | {m:.3f} | {t:.3f} | {_ratio(m, t)} |")
+    t1 = torch["throughput"]["1"]["pages_per_s"]
+    m16 = mlx["throughput"]["16"]["pages_per_s"]
+    lines.append(f"| MLX batch 16 against PyTorch one crop at a time | {m16:.3f} | {t1:.3f} | {_ratio(m16, t1)} |")
+    a, b = mlx["memory"]["rss_growth_bytes"], torch["memory"]["rss_growth_bytes"]
+    lines += [f"| peak memory (RSS growth after load) | {_mb(a)} | {_mb(b)} | {_ratio(a, b)} |", ""]
+    return lines
+
+
 def _ratio(a, b) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "n/a"
 
@@ -288,7 +317,7 @@ def markdown(results: dict) -> str:
             "",
         ]
     lines += _kernels_table(results) + _compiled_step_table(mlx) + _variants_table(results.get("variants"))
-    lines += _detector_table(results.get("detector"))
+    lines += _detector_table(results.get("detector")) + _pages_table(results.get("pages"))
     diffs = {mode: p["differences"] for mode, p in results["parity"].items() if p["differences"]}
     if diffs:
         lines += ["Where the ids differ (first differing position, PyTorch's logit margin there):", ""]

@@ -26,6 +26,7 @@ def bench(tiny, small_detector, tmp_path_factory):
     images = [str(p) for p in IMAGES[:3]]
     args = ["--model", str(tiny.folder), "--images", *images, "--out", str(out), "--blas-comparison", *SMALL]
     args += ["--variants", "bfloat16", "q8", "--detector", str(small_detector.folder)]
+    args += ["--page-reader", "--page-reader-pages", "1", "--page-decoding", "greedy", "--page-max-length", "10"]
     assert main(args) == 0
     return out
 
@@ -92,6 +93,18 @@ def test_detector_section(bench):
     agreement = section["agreement"]
     assert agreement["identical_pages"] == agreement["pages"] == 5
     assert agreement["matched"] == agreement["mlx_detections"] == agreement["torch_detections"]
+
+
+def test_page_section(bench):
+    """Both page pipelines ran at batch 1 and 16 on the same page and read it the same."""
+    pages = json.loads((bench / "results.json").read_text(encoding="utf-8"))["pages"]
+    assert pages["pages"] == 1 and pages["identical_pages"] == 1 and pages["max_length"] == 10
+    for side in ("mlx", "torch"):
+        assert set(pages[side]["throughput"]) == {"1", "16"}
+        assert all(v["pages_per_s"] > 0 for v in pages[side]["throughput"].values())
+        assert pages[side]["blocks"][0] > 0 and pages[side]["decoding"] == {"num_beams": 1, "max_length": 10}
+        assert pages[side]["memory"]["rss_peak_bytes"] > 0
+    assert "## Whole pages" in (bench / "results.md").read_text(encoding="utf-8")
 
 
 def test_markdown_and_png_are_written(bench):
