@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="finish an interrupted run: reuse the worker outputs it already wrote in OUT (listed in results.json)",
+        help="reuse the worker outputs an earlier (e.g. interrupted) run wrote in OUT (listed in results.json); "
+        "measure the rest",
     )
     args = parser.parse_args(argv)
 

@@ -233,8 +233,9 @@ def markdown(results: dict) -> str:
         f"- model: {results['model']}; images: {results['images']}",
         *(
             [
-                f"- finished with `--resume`: reused {', '.join(results['resumed_from_interrupted_run'])}, written "
-                "earlier in the same interrupted run"
+                f"- run with `--resume`: reused {', '.join(results['resumed_from_interrupted_run'])}, written "
+                "into this folder by an earlier run of the harness (see the README for which); everything else, "
+                "cold loads included, measured in this run"
             ]
             if results.get("resumed_from_interrupted_run")
             else []

@@ -45,9 +45,9 @@ def _looks_like_repo_id(text: str) -> bool:
     return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
 
 
-def resolve_source(path_or_repo: str | Path, fetch=None) -> Path:
+def resolve_source(path_or_repo: str | Path, fetch=None, example: str = DEFAULT_MODEL) -> Path:
     """A local folder as it is, or a hub id downloaded (only the files needed: ``fetch(repo_id)``,
-    the OCR model's by default) to the HF cache."""
+    the OCR model's by default) to the HF cache; ``example`` is the hub id the error suggests."""
     path = Path(path_or_repo).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -55,7 +55,7 @@ def resolve_source(path_or_repo: str | Path, fetch=None) -> Path:
         return path
     if isinstance(path_or_repo, str) and _looks_like_repo_id(path_or_repo):
         return (fetch or download)(path_or_repo)
-    raise ModelLoadError(f"model folder not found: {path} (nor is it a hub id such as {DEFAULT_MODEL})")
+    raise ModelLoadError(f"model folder not found: {path} (nor is it a hub id such as {example})")
 
 
 def download(repo_id: str) -> Path:

@@ -197,7 +197,7 @@ def test_pages_command_text_jsonl_and_drawings(models, reader, tmp_path, capsys)
 def test_model_and_argument_errors(models, tmp_path, capsys):
     page = make_volume(tmp_path / "p", 1) / "page0.png"
     assert main(["--pages", str(page), "--model", models[1], "--detector", str(tmp_path / "nowhere")]) == 2
-    assert "error:" in capsys.readouterr().err
+    assert "nor is it a hub id such as ogkalu/comic-text-and-bubble-detector" in capsys.readouterr().err
     for argv in (["--draw", "d", str(page)], ["--detector", "x", str(page)], ["--mokuro", str(page), "--jsonl"]):
         with pytest.raises(SystemExit):
             main(argv)

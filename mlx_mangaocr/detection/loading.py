@@ -50,7 +50,7 @@ def load_detector_checkpoint(
     path_or_repo: str | Path = DEFAULT_DETECTOR, dtype: str | None = None
 ) -> DetectorCheckpoint:
     """Load a detector; any missing file, unsupported config or wrong tensor raises ``ModelLoadError``."""
-    folder = resolve_source(path_or_repo, fetch=download_detector)
+    folder = resolve_source(path_or_repo, fetch=download_detector, example=DEFAULT_DETECTOR)
     config = read_detector_config(folder)
     image_processor = DetectorImageProcessor.from_folder(folder)
     model = DetectorModel(config)
