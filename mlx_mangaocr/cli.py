@@ -31,6 +31,7 @@ class Progress:
     def __init__(self, total: int, enabled: bool, unit: str = "images", label: str = ""):
         self.total, self.enabled, self.done, self.start = total, enabled, 0, time.perf_counter()
         self.unit, self.label = unit, label
+        self.rate_unit = "img/s" if unit == "images" else f"{unit}/s"
 
     def advance(self, count: int) -> None:
         self.done += count
@@ -40,7 +41,7 @@ class Progress:
         filled = width * self.done // max(self.total, 1)
         rate = self.done / max(time.perf_counter() - self.start, 1e-9)
         bar = "#" * filled + "-" * (width - filled)
-        sys.stderr.write(f"\r{self.label}[{bar}] {self.done}/{self.total} {self.unit}, {rate:.2f}/s")
+        sys.stderr.write(f"\r{self.label}[{bar}] {self.done}/{self.total} {self.unit}, {rate:.2f} {self.rate_unit}")
         if self.done >= self.total:
             sys.stderr.write("\n")
         sys.stderr.flush()

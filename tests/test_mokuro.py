@@ -77,8 +77,10 @@ def test_mokuro_file_has_mokuros_fields_and_the_readers_pages(models, reader, tm
     (vol / "sub").mkdir()
     make_page(9, width=600, height=840).image.save(vol / "sub" / "page10.png")
     (title / "vol1.mokuro").write_text(json.dumps({"title_uuid": "0b0e1f5e-0000-4000-8000-000000000001"}))
-    assert main(["--mokuro", str(vol), *models]) == 0
-    assert "3 of 4 pages" not in capsys.readouterr().err
+    assert main(["--mokuro", str(vol), *models, "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "vol2 [" in err and "4/4 pages" in err and "pages/s" in err  # the volume's progress bar, in pages
+    assert "4 of 4 pages (4 read, 0 from the cache, 0 could not be read)" in err
     doc = json.loads((title / "vol2.mokuro").read_text(encoding="utf-8"))
     assert set(doc) == TOP
     assert (doc["title"], doc["volume"]) == ("Some Title", "vol2")
