@@ -72,6 +72,18 @@ def load_decoded(image: ImageInput) -> Image.Image:
     return img
 
 
+def load_rgb(image: ImageInput) -> Image.Image:
+    """``load_decoded``, then made RGB with PIL's ``convert`` (as transformers' RT-DETR processor
+    does), or ``InvalidImageError`` for a mode PIL cannot convert. Pages go through here."""
+    img = load_decoded(image)
+    if img.mode == "RGB":
+        return img
+    try:
+        return img.convert("RGB")
+    except ValueError as e:
+        raise InvalidImageError(f"an image of mode {img.mode} cannot be made RGB: {e}") from None
+
+
 def rescale(pixels: np.ndarray, factor: float) -> np.ndarray:
     """uint8 -> float32 as transformers' PIL backend does it: through float64."""
     return (pixels.astype(np.float64) * factor).astype(np.float32)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import InvalidImageError, ModelLoadError
-from ..image_processing import ImageInput, load_decoded, rescale
+from ..errors import ModelLoadError
+from ..image_processing import ImageInput, load_rgb, rescale
 
 
 @dataclass
@@ -78,13 +78,8 @@ class DetectorImageProcessor:
 
     def __call__(self, image: ImageInput) -> tuple[np.ndarray, tuple[int, int]]:
         """One image -> (float32 pixels (H, W, 3) channels last, the original (height, width))."""
-        img = load_decoded(image)
+        img = load_rgb(image)
         size = (img.height, img.width)
-        if img.mode != "RGB":
-            try:
-                img = img.convert("RGB")
-            except ValueError as e:
-                raise InvalidImageError(f"an image of mode {img.mode} cannot be made RGB: {e}") from None
         if self.do_resize:
             img = img.resize((self.width, self.height), resample=self.resample)
         pixels = np.asarray(img)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..cli import Output, Progress, expand_inputs
 from ..errors import InvalidImageError, MangaOcrError
-from .reader import load_page, load_page_reader
+from ..image_processing import load_rgb
+from .reader import load_page_reader
 from .volume import Volume, VolumeError, read_volume
 
 
@@ -59,14 +60,13 @@ def _run_pages(reader, args, stream) -> int:
     progress = Progress(len(paths), show, unit="pages")
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start : start + args.batch_size]
-        images, names, failed = [], [], {}
+        images, failed = {}, {}
         for path in chunk:
             try:
-                images.append(load_page(path))
-                names.append(path)
+                images[path] = load_rgb(path)
             except InvalidImageError as e:
                 failed[path] = str(e)
-        pages = dict(zip(names, reader.read_pages(images, args.batch_size), strict=True))
+        pages = dict(zip(images, reader.read_pages(images.values(), args.batch_size), strict=True))
         for path in chunk:
             if path in failed:
                 out.emit({"path": path, "error": failed[path]})
@@ -80,8 +80,7 @@ def _run_pages(reader, args, stream) -> int:
             if args.draw:
                 from .draw import draw_page
 
-                image = images[names.index(path)]
-                draw_page(image, page).save(Path(args.draw) / f"{Path(path).stem}.png")
+                draw_page(images[path], page).save(Path(args.draw) / f"{Path(path).stem}.png")
         progress.advance(len(chunk))
     out.close()
     return 1 if out.failed else 0

@@ -16,8 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..detection.detector import Detector, load_detector
-from ..errors import InvalidImageError
-from ..image_processing import ImageInput, load_decoded
+from ..image_processing import ImageInput, load_rgb
 from ..processor import MangaOcrProcessor, load_mlx_processor
 from .boxes import BoxRules, TextBox, text_boxes
 from .crops import font_size, grow, is_vertical, split_long
@@ -41,17 +40,6 @@ class ReadingRules:
         for name in ("split_vertical", "split_horizontal"):
             if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be a number >= 1, got {getattr(self, name)!r}")
-
-
-def load_page(image: ImageInput) -> Image.Image:
-    """A page as a decoded RGB PIL image, or ``InvalidImageError`` naming the problem."""
-    img = load_decoded(image)
-    if img.mode == "RGB":
-        return img
-    try:
-        return img.convert("RGB")  # as the detector's preprocessing does
-    except ValueError as e:
-        raise InvalidImageError(f"an image of mode {img.mode} cannot be made RGB: {e}") from None
 
 
 @dataclass
@@ -116,7 +104,7 @@ class PageReader:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         group: list[Image.Image] = []
         for image in images:
-            group.append(load_page(image))
+            group.append(load_rgb(image))
             if len(group) == batch_size:  # pages per group; a lone page still batches its slices and crops
                 yield from self._read_group(group, batch_size)
                 group = []

@@ -24,7 +24,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from ..errors import InvalidImageError, MangaOcrError
+from ..image_processing import load_rgb
 from .page import MOKURO_VERSION, Page
 
 PAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".avif")
@@ -88,16 +91,14 @@ class Volume:
 
     def load(self, page: str):
         """A page as a decoded RGB PIL image, or ``InvalidImageError`` naming the page."""
-        from .reader import load_page
-
         if self._archive is None:
-            return load_page(self.path / page)
+            return load_rgb(self.path / page)
         try:
             data = self._archive.read(page)
         except (OSError, zipfile.BadZipFile, KeyError) as e:
             raise InvalidImageError(f"{self.path}: cannot read {page}: {e}") from None
         try:
-            return load_page(data)
+            return load_rgb(data)
         except InvalidImageError as e:
             raise InvalidImageError(f"{self.path}: {page}: {e}") from None
 
@@ -213,27 +214,27 @@ def read_volume(reader, volume: Volume, settings: str, batch_size: int = 16,
     if progress and done:
         progress(len(done))
 
-    def readable() -> Iterator[tuple[str, object]]:
+    names: list[str] = []  # the pages handed to the reader, in order
+
+    def readable() -> Iterator[Image.Image]:
         for page in todo:
             try:
-                yield page, volume.load(page)
+                image = volume.load(page)
             except InvalidImageError as e:
                 result.failed += 1
                 report(str(e))
                 if progress:
                     progress(1)
+                continue
+            names.append(page)
+            yield image
 
-    pending = readable()
-    while True:
-        group = [item for _, item in zip(range(batch_size), pending, strict=False)]
-        if not group:
-            break
-        for (page, _), read in zip(group, reader.read_pages([image for _, image in group], batch_size), strict=True):
-            cache.put(page, read)
-            done[page] = read
-            result.read += 1
-            if progress:
-                progress(1)
+    for i, read in enumerate(reader.read_pages(readable(), batch_size)):  # the reader groups the pages
+        cache.put(names[i], read)
+        done[names[i]] = read
+        result.read += 1
+        if progress:
+            progress(1)
     document = mokuro_document(volume, done)
     _write_atomic(volume.mokuro_path, json.dumps(document, ensure_ascii=False))
     result.path = volume.mokuro_path
