@@ -9,6 +9,8 @@ oracle, and the benchmark as the PyTorch side.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from mlx_mangaocr.detection.postprocess import Detection
@@ -41,17 +43,19 @@ class _Preprocess:
 
 
 class TorchPageOcr:
-    """manga-ocr's preprocessing and ``generate`` behind the two calls ``PageReader`` makes."""
+    """manga-ocr's preprocessing and ``generate`` (on padded batches, as people batch it) behind
+    the two calls ``PageReader`` makes."""
 
     def __init__(self, folder, device: str = "cpu"):
         self.side = TorchSide(str(folder), device)
         self.side.load()
         self.image_processor = _Preprocess(self.side)
 
-    def recognize_pixels(self, pixels: np.ndarray, **decoding) -> list[Recognition]:
-        tensor = self.side.torch.from_numpy(pixels).to(self.side.device)
-        rows = self.side.generate(tensor, decoding)
-        return [Recognition(self.side.text(ids), ids, float("nan")) for ids in rows]
+    def recognize_stream(self, chunks, batch_size: int = 16, **decoding) -> Iterator[Recognition]:
+        for pixels in chunks:
+            tensor = self.side.torch.from_numpy(pixels).to(self.side.device)
+            for ids in self.side.generate(tensor, decoding):
+                yield Recognition(self.side.text(ids), ids, float("nan"))
 
 
 def torch_page_reader(ocr_folder, detector_folder, device: str = "cpu", rules=None, reading=None,

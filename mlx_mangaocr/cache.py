@@ -53,9 +53,11 @@ class KVCache:
 class FixedKVCache:
     """The same cache seen with fixed shapes, for a step compiled with ``mx.compile``.
 
-    The position is an array, not a Python int, and attention always spans the whole capacity
-    (positions not yet written are masked out), so every step has the same shapes and the
-    compiled graph is traced once. Takes one new token per row.
+    ``position`` is an array with one position per row, not a Python int, and attention always
+    spans the whole capacity (each row's positions not yet written are masked out), so every step
+    has the same shapes and the compiled graph is traced once per batch shape. Rows may stand at
+    different positions: continuous batching starts a new image in a row while the others go on.
+    Takes one new token per row.
     """
 
     def __init__(self, keys: mx.array, values: mx.array, position: mx.array):
@@ -64,14 +66,16 @@ class FixedKVCache:
     def positions(self, length: int) -> mx.array:
         if length != 1:
             raise ValueError("a fixed-shape cache takes one token per step")
-        return self.position
+        return self.position[:, None]
 
     def mask(self, length: int, dtype: mx.Dtype) -> mx.array:
-        return mx.where(mx.arange(self.keys.shape[2]) <= self.position, 0.0, -mx.inf).astype(dtype)
+        visible = mx.arange(self.keys.shape[2])[None, :] <= self.position[:, None]
+        return mx.where(visible, 0.0, -mx.inf).astype(dtype)[:, None, None, :]
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        self.keys = mx.slice_update(self.keys, keys, self.position, axes=(2,))
-        self.values = mx.slice_update(self.values, values, self.position, axes=(2,))
+        where = mx.broadcast_to(self.position[:, None, None, None], keys.shape)
+        self.keys = mx.put_along_axis(self.keys, where, keys, axis=2)
+        self.values = mx.put_along_axis(self.values, where, values, axis=2)
         return self.keys, self.values
 
 

@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,35 +89,45 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], list[dict]]:
 
 def recognize_files(processor, paths: list, batch_size: int, decoding: dict, emit: Callable[[dict], None],
                     progress: Progress | None = None, names: list[str] | None = None) -> None:  # fmt: skip
-    """OCR ``paths`` (or any image inputs, reported under ``names``) ``batch_size`` at a time; an
-    image that cannot be read is reported on its own and the rest of its batch still runs.
-    Results come in input order."""
+    """OCR ``paths`` (or any image inputs, reported under ``names``), ``batch_size`` decoding
+    together; an image that cannot be read is reported on its own and the others still run.
+    Results come in input order; ``seconds`` is the average time per image so far."""
     names = names or [str(p) for p in paths]
-    for start in range(0, len(paths), batch_size):
-        chunk, chunk_names = paths[start : start + batch_size], names[start : start + batch_size]
-        records: dict[int, dict] = {}
-        pixels, readable = [], []
-        for i, image in enumerate(chunk):
-            try:
-                pixels.append(processor.image_processor(image))
-                readable.append(i)
-            except InvalidImageError as e:
-                records[i] = {"path": chunk_names[i], "error": str(e)}
-        if readable:
-            began = time.perf_counter()
-            results = processor.recognize_pixels(np.stack(pixels), **decoding)
-            seconds = (time.perf_counter() - began) / len(readable)
-            for i, result in zip(readable, results, strict=True):
-                records[i] = {
-                    "path": chunk_names[i],
-                    "text": result.text,
-                    "confidence": round(result.confidence, 4),
-                    "seconds": round(seconds, 4),
-                }
-        for i in range(len(chunk)):
-            emit(records[i])
+    pending: deque[tuple[str, str | None]] = deque()  # (name, error) in input order, not yet emitted
+
+    def chunks():
+        for start in range(0, len(paths), batch_size):
+            pixels = []
+            for image, name in zip(paths[start : start + batch_size], names[start : start + batch_size], strict=True):
+                try:
+                    pixels.append(processor.image_processor(image))
+                    pending.append((name, None))
+                except InvalidImageError as e:
+                    pending.append((name, str(e)))
+            if pixels:
+                yield np.stack(pixels)
+
+    def flush_errors():
+        while pending and pending[0][1] is not None:
+            name, error = pending.popleft()
+            emit({"path": name, "error": error})
+            if progress:
+                progress.advance(1)
+
+    began, done = time.perf_counter(), 0
+    for result in processor.recognize_stream(chunks(), batch_size, **decoding):
+        flush_errors()
+        name, _ = pending.popleft()
+        done += 1
+        emit({
+            "path": name,
+            "text": result.text,
+            "confidence": round(result.confidence, 4),
+            "seconds": round((time.perf_counter() - began) / done, 4),
+        })  # fmt: skip
         if progress:
-            progress.advance(len(chunk))
+            progress.advance(1)
+    flush_errors()
 
 
 def _load(model: str | None):
@@ -142,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="one JSON array at the end")
     fmt.add_argument("--jsonl", dest="fmt", action="store_const", const="jsonl", help="one JSON object per line")
     parser.add_argument("--batch-size", type=int, default=8, help="images decoded together (default 8)")
+    parser.add_argument(
+        "--scheduler",
+        choices=["continuous", "static"],
+        help="continuous: a row takes the next image as soon as its image is done (default); "
+        "static: each batch runs until its longest image is done. Same texts either way",
+    )
     parser.add_argument(
         "--decoding",
         choices=["beam", "greedy"],
@@ -229,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     except MangaOcrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    processor.scheduler = args.scheduler or processor.scheduler
     stream = open(args.output, "a", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
         if args.inputs:

@@ -8,6 +8,9 @@ NumPy on the host, which needs one transfer per step and nothing more.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import mlx.core as mx
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -34,40 +37,59 @@ def banned_ngram_tokens(sequence: np.ndarray, ngram_size: int) -> np.ndarray:
     return np.unique(windows[matches, -1])
 
 
-def ban_mask(sequences: np.ndarray, gen: GenerationConfig, vocab_size: int) -> np.ndarray | None:
+def ban_mask(histories: Sequence[np.ndarray], gen: GenerationConfig, vocab_size: int) -> np.ndarray | None:
     """Additive mask (rows, vocab): -inf on the tokens each row may not take next, as
     transformers' MinLength and NoRepeatNGram logits processors rule; None when nothing is banned.
 
-    Runs on the host from tokens the host already has, so the search computes it while the
-    device runs the step (``mx.async_eval``).
+    ``histories``: each row's tokens so far (rows may have different lengths). Runs on the host
+    from tokens the host already has, so the search computes it while the device runs the step
+    (``mx.async_eval``).
     """
-    cur_len = sequences.shape[-1]
-    if not (cur_len < gen.min_length or (gen.no_repeat_ngram_size and cur_len >= gen.no_repeat_ngram_size)):
+    lengths = [len(h) for h in histories]
+    ngram = gen.no_repeat_ngram_size
+    if not any(n < gen.min_length or (ngram and n >= ngram) for n in lengths):
         return None
-    mask = np.zeros((sequences.shape[0], vocab_size), dtype=np.float32)
-    if cur_len < gen.min_length:
-        mask[:, gen.eos_token_id] = -np.inf
-    if gen.no_repeat_ngram_size:
-        for row, seq in enumerate(sequences):
-            banned = banned_ngram_tokens(seq, gen.no_repeat_ngram_size)
+    mask = np.zeros((len(histories), vocab_size), dtype=np.float32)
+    for row, seq in enumerate(histories):
+        if len(seq) < gen.min_length:
+            mask[row, gen.eos_token_id] = -np.inf
+        if ngram:
+            banned = banned_ngram_tokens(seq, ngram)
             if banned.size:
                 mask[row, banned] = -np.inf
     return mask
 
 
-class ModelStepper:
-    """One decoder step at a time over a KV cache: feed one token per row, get its logits.
+@dataclass
+class DecodeStats:
+    """Decoder work, counted in row-steps: one cache row through one decoder step."""
 
-    The search functions below only talk to this interface (``rows``, ``__call__``, ``reorder``),
-    so the same search code can be driven by another model's logits in tests.
+    images: int = 0
+    steps: int = 0  # decoder steps run
+    row_steps: int = 0  # rows in each step, summed: padding and idle rows included
+    needed_row_steps: int = 0  # what the images need alone: each one's own steps times its beams
+
+    @property
+    def waste(self) -> float:
+        """Row-steps run per row-step needed (1.0: no padding at all)."""
+        return self.row_steps / self.needed_row_steps if self.needed_row_steps else 1.0
+
+    def count(self, steps: int, rows: int, needed: int, images: int) -> None:
+        self.steps += steps
+        self.row_steps += steps * rows
+        self.needed_row_steps += needed
+        self.images += images
+
+
+class ModelStepper:
+    """One decoder step at a time over a growing KV cache: feed one token per row, get its logits.
+
+    The searches below only talk to a stepper through ``rows``, ``__call__`` and ``reorder``, so
+    the same search code can be driven by another model's logits in tests.
     """
 
     def __init__(self, model: MangaOcrModel, encoder_hidden_states: mx.array, gen: GenerationConfig, copies: int = 1):
-        positions = model.config.decoder.max_position_embeddings
-        if gen.max_length - 1 > positions:
-            raise ValueError(
-                f"max_length={gen.max_length} needs {gen.max_length - 1} decoder positions; the model has {positions}"
-            )
+        check_positions(model, gen)
         self.model = model
         self.rows = encoder_hidden_states.shape[0] * copies
         self.cross = model.cross_kv(encoder_hidden_states)
@@ -87,75 +109,185 @@ class ModelStepper:
             layer_cache.reorder(order)
 
 
-class CompiledStepper(ModelStepper):
-    """``ModelStepper`` with the step compiled by ``mx.compile`` over fixed shapes.
+def check_positions(model: MangaOcrModel, gen: GenerationConfig) -> None:
+    positions = model.config.decoder.max_position_embeddings
+    if gen.max_length - 1 > positions:
+        raise ValueError(
+            f"max_length={gen.max_length} needs {gen.max_length - 1} decoder positions; the model has {positions}"
+        )
 
-    The position goes in as an array and attention spans the whole preallocated cache (unwritten
-    positions masked), so the graph is traced once per batch shape and reused at every token.
-    The compiled function is kept on the model, so later images reuse the trace too.
+
+class RowStepper:
+    """The decoder step over a preallocated cache in which every row has its own position.
+
+    The step is a pure function of fixed-shape arrays (attention spans the whole capacity,
+    positions not yet written masked out), compiled with ``mx.compile`` unless ``compiled`` is
+    False, so it is traced once per batch shape and reused at every token and by later images
+    (the compiled function is kept on the model).
+
+    Rows are filled by ``admit``, which starts an image's cross-attention keys and values at
+    position 0 in any rows while the others go on (continuous batching); ``take`` keeps a subset
+    of the rows (a smaller batch shape when the work runs out); ``reorder`` follows beam search.
     """
 
-    def __init__(self, model: MangaOcrModel, encoder_hidden_states: mx.array, gen: GenerationConfig, copies: int = 1):
-        super().__init__(model, encoder_hidden_states, gen, copies)
-        self.position = 0
-        self.step = compiled_step(model)
+    def __init__(self, model: MangaOcrModel, gen: GenerationConfig, rows: int, dtype: mx.Dtype, compiled: bool = True):
+        check_positions(model, gen)
+        self.model = model
+        self.rows = rows
+        self.keys = [c.keys for c in model.decoder.make_cache(rows, gen.max_length - 1, dtype)]
+        self.values = [mx.zeros_like(k) for k in self.keys]
+        self.cross_keys: list[mx.array] | None = None
+        self.cross_values: list[mx.array] | None = None
+        self.position = np.zeros(rows, dtype=np.int32)
+        self.step = compiled_step(model) if compiled else _pure_step(model)
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+    def admit(self, rows: np.ndarray, cross: list[CrossKV]) -> None:
+        """Start new images in ``rows`` (one cross-attention row each) at position 0."""
+        if self.cross_keys is None:
+            self.cross_keys = [mx.zeros((self.rows, *c.keys.shape[1:]), c.keys.dtype) for c in cross]
+            self.cross_values = [mx.zeros((self.rows, *c.values.shape[1:]), c.values.dtype) for c in cross]
+        where = mx.array(rows)
+        for layer, c in enumerate(cross):
+            self.cross_keys[layer][where] = c.keys
+            self.cross_values[layer][where] = c.values
+        self.position[rows] = 0
+
+    def cross(self, rows: np.ndarray) -> list[CrossKV]:
+        """The cross-attention keys and values of ``rows``."""
+        where = mx.array(rows)
+        return [CrossKV(k[where], v[where]) for k, v in zip(self.cross_keys, self.cross_values, strict=True)]
+
+    def take(self, rows: np.ndarray) -> None:
+        """Keep only ``rows``, in that order."""
+        where = mx.array(rows)
+        for name in ("keys", "values", "cross_keys", "cross_values"):
+            setattr(self, name, [a[where] for a in getattr(self, name)])
+        self.position = self.position[rows]
+        self.rows = len(rows)
 
     def __call__(self, tokens: np.ndarray) -> mx.array:
-        if self.position >= self.cache[0].capacity:
-            raise ValueError(f"decode ran past the cache capacity of {self.cache[0].capacity} positions")
-        logits, keys, values = self.step(
+        """Tokens (rows,), each at its row's next position -> float32 logits (rows, vocab)."""
+        if self.position.max() >= self.capacity:
+            raise ValueError(f"decode ran past the cache capacity of {self.capacity} positions")
+        logits, self.keys, self.values = self.step(
             mx.array(tokens.reshape(-1, 1)),
-            mx.array([self.position], dtype=mx.int32),
-            [c.keys for c in self.cache],
-            [c.values for c in self.cache],
-            [c.keys for c in self.cross],
-            [c.values for c in self.cross],
+            mx.array(self.position),
+            self.keys,
+            self.values,
+            self.cross_keys,
+            self.cross_values,
         )
-        for layer_cache, k, v in zip(self.cache, keys, values, strict=True):
-            layer_cache.keys, layer_cache.values = k, v
-            layer_cache.offset += 1
         self.position += 1
         return logits
+
+    def reorder(self, rows: np.ndarray) -> None:
+        """Continue with the cache rows ``rows`` (beam search's surviving hypotheses)."""
+        where = mx.array(rows)
+        self.keys = [k[where] for k in self.keys]
+        self.values = [v[where] for v in self.values]
+        self.position = self.position[rows]
+
+
+class CompiledStepper(RowStepper):
+    """``RowStepper`` over a batch of encoded images, all starting together (static batching)."""
+
+    def __init__(self, model: MangaOcrModel, encoder_hidden_states: mx.array, gen: GenerationConfig, copies: int = 1):
+        rows = encoder_hidden_states.shape[0] * copies
+        super().__init__(model, gen, rows, encoder_hidden_states.dtype)
+        cross = model.cross_kv(encoder_hidden_states)
+        if copies > 1:
+            cross = [c.repeat(copies) for c in cross]
+        self.cross_keys = [c.keys for c in cross]
+        self.cross_values = [c.values for c in cross]
+
+
+def _pure_step(model: MangaOcrModel):
+    def pure_step(tokens, position, keys, values, cross_keys, cross_values):
+        cache = [FixedKVCache(k, v, position) for k, v in zip(keys, values, strict=True)]
+        cross = [CrossKV(k, v) for k, v in zip(cross_keys, cross_values, strict=True)]
+        logits = model.decoder(tokens, cache, cross).astype(mx.float32)
+        return logits, [c.keys for c in cache], [c.values for c in cache]
+
+    return pure_step
 
 
 def compiled_step(model: MangaOcrModel):
     """The model's decoder step as a pure function of arrays, compiled once per model."""
     step = getattr(model, "_compiled_step", None)
     if step is None:
-
-        def pure_step(tokens, position, keys, values, cross_keys, cross_values):
-            cache = [FixedKVCache(k, v, position) for k, v in zip(keys, values, strict=True)]
-            cross = [CrossKV(k, v) for k, v in zip(cross_keys, cross_values, strict=True)]
-            logits = model.decoder(tokens, cache, cross).astype(mx.float32)
-            return logits, [c.keys for c in cache], [c.values for c in cache]
-
-        step = mx.compile(pure_step)
+        step = mx.compile(_pure_step(model))
         model._compiled_step = step
     return step
 
 
-def greedy_search(step: ModelStepper, gen: GenerationConfig) -> list[list[int]]:
-    """Greedy decoding (``num_beams=1``), one row per image."""
-    batch = step.rows
-    pad = gen.pad_token_id if gen.pad_token_id is not None else gen.eos_token_id
-    sequences = np.full((batch, 1), gen.decoder_start_token_id, dtype=np.int64)
-    finished = np.zeros(batch, dtype=bool)
-    lengths = np.full(batch, gen.max_length)
-    for _ in range(gen.max_length - 1):
-        logits = step(sequences[:, -1])
+class GreedySearch:
+    """Greedy decoding (``num_beams=1``) of ``units`` images, one row each, each at its own length.
+
+    ``start(u)`` begins an image in unit u; ``consume(units, logits)`` takes one step's logits for
+    those units' rows and says which are done; ``result(u)`` gives an image's ids. A unit's tokens
+    depend only on its own logits, so it decodes the same alone or beside others.
+    """
+
+    rows_per_unit = 1
+
+    def __init__(self, gen: GenerationConfig, units: int):
+        self.gen = gen
+        pad = gen.pad_token_id if gen.pad_token_id is not None else gen.eos_token_id
+        self.sequences = np.full((units, gen.max_length), pad, dtype=np.int64)
+        self.lengths = np.ones(units, dtype=np.int64)
+        self.done = np.ones(units, dtype=bool)
+        self.steps = np.zeros(units, dtype=np.int64)  # steps each unit took to be done
+
+    def start(self, unit: int) -> None:
+        self.sequences[unit, 0] = self.gen.decoder_start_token_id
+        self.lengths[unit], self.done[unit], self.steps[unit] = 1, False, 0
+
+    def take(self, units: np.ndarray) -> None:
+        for name in ("sequences", "lengths", "done", "steps"):
+            setattr(self, name, getattr(self, name)[units])
+
+    def tokens(self, units: np.ndarray) -> np.ndarray:
+        """The token each unit's row is fed next (its last one)."""
+        return self.sequences[units, self.lengths[units] - 1]
+
+    def consume(self, units: np.ndarray, logits: mx.array) -> np.ndarray:
+        """One step: logits (rows of ``units``, vocab) -> which of ``units`` are done now."""
         mx.async_eval(logits)  # the device runs the step while the host works out the bans
-        mask = ban_mask(sequences, gen, logits.shape[-1])
+        going = units[~self.done[units]]
+        at = np.flatnonzero(~self.done[units])
+        mask = ban_mask([self.sequences[u, : self.lengths[u]] for u in going], self.gen, logits.shape[-1])
+        if len(going) < len(units):
+            logits = logits[mx.array(at)]
         if mask is not None:
             logits = logits + mx.array(mask)
         tokens = np.array(mx.argmax(logits, axis=-1)).astype(np.int64)  # the one sync of the step
-        tokens = np.where(finished, pad, tokens)
-        sequences = np.concatenate([sequences, tokens[:, None]], axis=1)
-        just_finished = ~finished & (tokens == gen.eos_token_id)
-        lengths[just_finished] = sequences.shape[1]
-        finished |= just_finished
-        if finished.all():
-            break
-    return [sequences[i, : lengths[i]].tolist() for i in range(batch)]
+        self.sequences[going, self.lengths[going]] = tokens
+        self.lengths[going] += 1
+        self.steps[going] += 1
+        self.done[going] = (tokens == self.gen.eos_token_id) | (self.lengths[going] >= self.gen.max_length)
+        return self.done[units]
+
+    def result(self, unit: int) -> list[int]:
+        return self.sequences[unit, : self.lengths[unit]].tolist()
+
+
+def greedy_search(step, gen: GenerationConfig, stats: DecodeStats | None = None) -> list[list[int]]:
+    """Greedy decoding (``num_beams=1``) of a static batch, one row per image."""
+    search = GreedySearch(gen, step.rows)
+    units = np.arange(step.rows)
+    for u in units:
+        search.start(u)
+    steps = 0
+    while not search.done.all():
+        search.consume(units, step(search.tokens(units)))
+        steps += 1
+    if stats is not None:
+        stats.count(steps, step.rows, int(search.steps.sum()), len(units))
+    return [search.result(u) for u in units]
 
 
 def _gather(array: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -173,54 +305,102 @@ def _topk(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
 
-def beam_search(step: ModelStepper, gen: GenerationConfig) -> list[list[int]]:
-    """Beam search, ``num_beams`` rows per image: a port of transformers' vectorized
-    ``_beam_search`` (same candidate count, length penalty, early stopping and tie rules)."""
-    beams = gen.num_beams
-    batch = step.rows // beams
-    max_length, prompt_len = gen.max_length, 1
-    length_penalty, early_stopping = gen.length_penalty, gen.early_stopping
+def _penalty(lengths: np.ndarray, length_penalty: float) -> np.ndarray:
+    """``np.float32(length ** length_penalty)`` per unit, computed as transformers does (Python floats)."""
+    return np.array([np.float32(int(n) ** length_penalty) for n in lengths], dtype=np.float32)
 
-    beams_to_keep = 2 * beams  # max(2, 1 + number of EOS tokens) * num_beams, with one EOS token
-    top_num_beam_mask = np.arange(beams_to_keep) < beams
-    fill = gen.pad_token_id or gen.eos_token_id  # transformers' fill value, kept for fidelity
-    running_sequences = np.full((batch, beams, max_length), fill, dtype=np.int64)
-    running_sequences[:, :, 0] = gen.decoder_start_token_id
-    sequences = running_sequences.copy()
-    running_beam_scores = np.zeros((batch, beams), dtype=np.float32)
-    running_beam_scores[:, 1:] = _NEG
-    beam_scores = np.full((batch, beams), _NEG, dtype=np.float32)
-    is_sent_finished = np.zeros((batch, beams), dtype=bool)
-    improvement_possible = np.ones((batch, 1), dtype=bool)
-    running_beam_indices = np.full((batch, beams, max_length - prompt_len), -1, dtype=np.int64)
-    beam_indices = running_beam_indices.copy()
-    batch_offset = np.arange(batch)[:, None] * beams
 
-    cur_len = prompt_len
-    while True:
-        logits = step(running_sequences[:, :, cur_len - 1].reshape(-1))
+class BeamSearch:
+    """Beam search over ``units`` images, ``num_beams`` rows each (rows ``u * beams`` to
+    ``u * beams + beams - 1``): a port of transformers' vectorized ``_beam_search`` (same candidate
+    count, length penalty, early stopping and tie rules) in which every unit has its own length,
+    so that an image can start in a unit while the others go on.
+
+    ``consume`` says when a unit is done by the rule transformers applies to a batch of one, so a
+    unit decodes exactly as it would alone. ``batch_done`` is transformers' rule for a static batch
+    (every unit goes on until the batch as a whole stops), which ``beam_search`` follows.
+    """
+
+    def __init__(self, gen: GenerationConfig, units: int):
+        self.gen = gen
+        beams, max_length = gen.num_beams, gen.max_length
+        self.rows_per_unit = beams
+        fill = gen.pad_token_id or gen.eos_token_id  # transformers' fill value, kept for fidelity
+        self.running_sequences = np.full((units, beams, max_length), fill, dtype=np.int64)
+        self.sequences = self.running_sequences.copy()
+        self.running_beam_scores = np.zeros((units, beams), dtype=np.float32)
+        self.beam_scores = np.full((units, beams), _NEG, dtype=np.float32)
+        self.is_sent_finished = np.zeros((units, beams), dtype=bool)
+        self.improvement_possible = np.ones(units, dtype=bool)
+        self.running_beam_indices = np.full((units, beams, max_length - 1), -1, dtype=np.int64)
+        self.beam_indices = self.running_beam_indices.copy()
+        self.cur_len = np.ones(units, dtype=np.int64)
+        self.hits_stop_all = np.zeros(units, dtype=bool)
+        self.done = np.ones(units, dtype=bool)
+        self.steps = np.zeros(units, dtype=np.int64)
+        self.sources: np.ndarray | None = None
+
+    _STATE = ("running_sequences", "sequences", "running_beam_scores", "beam_scores", "is_sent_finished",
+              "improvement_possible", "running_beam_indices", "beam_indices", "cur_len", "hits_stop_all", "done",
+              "steps")  # fmt: skip
+
+    def start(self, unit: int) -> None:
+        fill = self.gen.pad_token_id or self.gen.eos_token_id
+        self.running_sequences[unit] = fill
+        self.running_sequences[unit, :, 0] = self.gen.decoder_start_token_id
+        self.sequences[unit] = self.running_sequences[unit]
+        self.running_beam_scores[unit] = 0.0
+        self.running_beam_scores[unit, 1:] = _NEG
+        self.beam_scores[unit] = _NEG
+        self.is_sent_finished[unit] = False
+        self.improvement_possible[unit] = True
+        self.running_beam_indices[unit] = -1
+        self.beam_indices[unit] = -1
+        self.cur_len[unit], self.hits_stop_all[unit], self.done[unit], self.steps[unit] = 1, False, False, 0
+
+    def take(self, units: np.ndarray) -> None:
+        for name in self._STATE:
+            setattr(self, name, getattr(self, name)[units])
+
+    def tokens(self, units: np.ndarray) -> np.ndarray:
+        """The token each of ``units``' rows is fed next."""
+        last = self.cur_len[units, None, None] - 1
+        return np.take_along_axis(self.running_sequences[units], last, axis=2).reshape(-1)
+
+    def consume(self, units: np.ndarray, logits: mx.array) -> np.ndarray:
+        """One step: logits (rows of ``units``, vocab) -> which of ``units`` are done now.
+
+        Leaves in ``sources`` the row each of ``units``' rows continues from (in the step's row
+        numbering: unit u's rows are ``u * beams ...``), for the stepper's ``reorder``."""
+        gen, beams = self.gen, self.rows_per_unit
+        n, max_length = len(units), gen.max_length
+        length_penalty, early_stopping = gen.length_penalty, gen.early_stopping
+        cur = self.cur_len[units]
         log_probs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         mx.async_eval(log_probs)  # the device runs the step while the host works out the bans
         vocab = log_probs.shape[-1]
-        mask = ban_mask(running_sequences[:, :, :cur_len].reshape(batch * beams, cur_len), gen, vocab)
+        running_sequences = self.running_sequences[units]
+        histories = [running_sequences[i, b, : cur[i]] for i in range(n) for b in range(beams)]
+        mask = ban_mask(histories, gen, vocab)
         log_probs = np.array(log_probs)  # the one sync of the step
         if mask is not None:
             log_probs = log_probs + mask
-        log_probs = log_probs.reshape(batch, beams, vocab) + running_beam_scores[:, :, None]
-        log_probs = log_probs.reshape(batch, beams * vocab)
+        log_probs = log_probs.reshape(n, beams, vocab) + self.running_beam_scores[units][:, :, None]
+        log_probs = log_probs.reshape(n, beams * vocab)
 
-        # Top-K continuations over all beams.
-        topk_indices = _topk(log_probs, beams_to_keep)
+        # Top-K continuations over all beams (2 * beams: one end token).
+        topk_indices = _topk(log_probs, 2 * beams)
         topk_log_probs = np.take_along_axis(log_probs, topk_indices, axis=1)
         topk_beam = topk_indices // vocab
-        topk_running_beam_indices = _gather(running_beam_indices, topk_beam)
+        topk_running_beam_indices = _gather(self.running_beam_indices[units], topk_beam)
         topk_running_sequences = _gather(running_sequences, topk_beam)
         topk_ids = topk_indices % vocab
-        topk_running_sequences[:, :, cur_len] = topk_ids
-        topk_running_beam_indices[:, :, cur_len - prompt_len] = topk_beam + batch_offset
+        unit_axis, cand_axis = np.arange(n)[:, None], np.arange(2 * beams)[None, :]
+        topk_running_sequences[unit_axis, cand_axis, cur[:, None]] = topk_ids
+        topk_running_beam_indices[unit_axis, cand_axis, cur[:, None] - 1] = topk_beam + units[:, None] * beams
 
         # Which candidates stop here: end token, or the maximum length reached.
-        hits_stop = (topk_ids == gen.eos_token_id) | (cur_len + 1 >= max_length)
+        hits_stop = (topk_ids == gen.eos_token_id) | (cur + 1 >= max_length)[:, None]
 
         # The best unfinished candidates go on.
         topk_running_log_probs = topk_log_probs + hits_stop.astype(np.float32) * _NEG
@@ -230,58 +410,103 @@ def beam_search(step: ModelStepper, gen: GenerationConfig) -> list[list[int]]:
         running_beam_indices = _gather(topk_running_beam_indices, keep)
 
         # Finished candidates among the top num_beams join the finished set if they score better.
-        just_finished = hits_stop & top_num_beam_mask[None, :]
-        finished_scores = topk_log_probs / np.float32((cur_len + 1 - prompt_len) ** length_penalty)
+        is_sent_finished, beam_scores = self.is_sent_finished[units], self.beam_scores[units]
+        improvement_possible = self.improvement_possible[units]
+        just_finished = hits_stop & (np.arange(2 * beams) < beams)[None, :]
+        finished_scores = topk_log_probs / _penalty(cur, length_penalty)[:, None]
         batch_full = np.all(is_sent_finished, axis=-1, keepdims=True) & (early_stopping is True)
         finished_scores = finished_scores + batch_full.astype(np.float32) * _NEG
-        finished_scores = finished_scores + (~improvement_possible).astype(np.float32) * _NEG
+        finished_scores = finished_scores + (~improvement_possible[:, None]).astype(np.float32) * _NEG
         finished_scores = finished_scores + (~just_finished).astype(np.float32) * _NEG
         merged_scores = np.concatenate([beam_scores, finished_scores], axis=1)
         best = _topk(merged_scores, beams)
-        sequences = _gather(np.concatenate([sequences, topk_running_sequences], axis=1), best)
+        sequences = _gather(np.concatenate([self.sequences[units], topk_running_sequences], axis=1), best)
         beam_scores = _gather(merged_scores, best)
-        beam_indices = _gather(np.concatenate([beam_indices, topk_running_beam_indices], axis=1), best)
+        beam_indices = _gather(np.concatenate([self.beam_indices[units], topk_running_beam_indices], axis=1), best)
         is_sent_finished = _gather(np.concatenate([is_sent_finished, just_finished], axis=1), best)
 
         # The cache follows the hypotheses that go on.
-        step.reorder(running_beam_indices[:, :, cur_len - prompt_len].reshape(-1))
+        self.sources = np.take_along_axis(running_beam_indices, cur[:, None, None] - 1, axis=2).reshape(-1)
 
-        cur_len += 1
+        cur = cur + 1
         if early_stopping == "never" and length_penalty > 0.0:
-            best_length = max_length - prompt_len
+            best_length = np.full(n, max_length - 1)
         else:
-            best_length = cur_len - prompt_len
-        best_running = running_beam_scores[:, :1] / np.float32(best_length**length_penalty)
+            best_length = cur - 1
+        best_running = running_beam_scores[:, :1] / _penalty(best_length, length_penalty)[:, None]
         worst_finished = np.where(is_sent_finished, np.min(beam_scores, axis=1, keepdims=True), _NEG)
-        improvement_possible = improvement_possible & np.any(best_running > worst_finished, axis=-1, keepdims=True)
-        open_beam = not (is_sent_finished.all() and early_stopping is True)
-        if not (improvement_possible.any() and open_beam and not hits_stop.all()):
-            break
+        improvement_possible = improvement_possible & np.any(best_running > worst_finished, axis=-1)
+        open_beam = ~(is_sent_finished.all(axis=1) & (early_stopping is True))
+        hits_stop_all = hits_stop.all(axis=1)
+        done_now = ~(improvement_possible & open_beam & ~hits_stop_all)
 
-    out = []
-    for b in range(batch):
-        generated = int(np.sum(beam_indices[b, 0] != -1))
-        out.append(sequences[b, 0, : prompt_len + generated].tolist())
-    return out
+        state = (running_sequences, sequences, running_beam_scores, beam_scores, is_sent_finished,
+                 improvement_possible, running_beam_indices, beam_indices, cur, hits_stop_all)  # fmt: skip
+        for name, value in zip(self._STATE[: len(state)], state, strict=True):
+            getattr(self, name)[units] = value
+        self.steps[units] += ~self.done[units]
+        self.done[units] |= done_now
+        return self.done[units]
+
+    def batch_done(self) -> bool:
+        """transformers' stopping rule for all units decoded as one static batch."""
+        open_beam = not (self.is_sent_finished.all() and self.gen.early_stopping is True)
+        return not (self.improvement_possible.any() and open_beam and not self.hits_stop_all.all())
+
+    def result(self, unit: int) -> list[int]:
+        generated = int(np.sum(self.beam_indices[unit, 0] != -1))
+        return self.sequences[unit, 0, : 1 + generated].tolist()
+
+
+def beam_search(step, gen: GenerationConfig, stats: DecodeStats | None = None) -> list[list[int]]:
+    """Beam search of a static batch, ``num_beams`` rows per image, stopping as transformers'
+    ``generate`` stops a batch."""
+    batch = step.rows // gen.num_beams
+    search = BeamSearch(gen, batch)
+    units = np.arange(batch)
+    for u in units:
+        search.start(u)
+    steps = 0
+    while True:
+        search.consume(units, step(search.tokens(units)))
+        step.reorder(search.sources)
+        steps += 1
+        if search.batch_done():
+            break
+    if stats is not None:
+        stats.count(steps, step.rows, int(search.steps.sum()) * gen.num_beams, len(units))
+    return [search.result(u) for u in units]
 
 
 def generate(
-    model: MangaOcrModel, encoder_hidden_states: mx.array, gen: GenerationConfig, compile_step: bool = False
+    model: MangaOcrModel,
+    encoder_hidden_states: mx.array,
+    gen: GenerationConfig,
+    compile_step: bool = False,
+    stats: DecodeStats | None = None,
 ) -> list[list[int]]:
-    """Decode encoded images with ``gen``'s settings: beam search when ``num_beams > 1``, else greedy.
+    """Decode encoded images as one static batch with ``gen``'s settings: beam search when
+    ``num_beams > 1``, else greedy.
 
     ``compile_step`` runs each decoder step through ``CompiledStepper`` (same results).
+    ``stats`` counts the decoder work.
     """
     stepper = CompiledStepper if compile_step else ModelStepper
     if gen.num_beams > 1:
-        return beam_search(stepper(model, encoder_hidden_states, gen, copies=gen.num_beams), gen)
-    return greedy_search(stepper(model, encoder_hidden_states, gen), gen)
+        return beam_search(stepper(model, encoder_hidden_states, gen, copies=gen.num_beams), gen, stats)
+    return greedy_search(stepper(model, encoder_hidden_states, gen), gen, stats)
 
 
-def mean_token_probability(model: MangaOcrModel, encoder_hidden_states: mx.array, rows: list[list[int]]) -> list[float]:
+def make_search(gen: GenerationConfig, units: int) -> GreedySearch | BeamSearch:
+    """The search ``gen`` asks for, over ``units`` images."""
+    return BeamSearch(gen, units) if gen.num_beams > 1 else GreedySearch(gen, units)
+
+
+def mean_token_probability(model: MangaOcrModel, cross: list[CrossKV], rows: list[list[int]]) -> list[float]:
     """For each image's ids (start token first), the mean over its generated tokens of the
     probability the model gives that token after the tokens before it: one teacher-forced pass
-    over the whole batch. A confidence score in (0, 1]; it does not count any banned tokens."""
+    over the whole batch, given the images' cross-attention keys and values (``cross_kv``). A
+    confidence score in (0, 1]; it does not count any banned tokens."""
     longest = max(len(r) for r in rows)
     if longest < 2:
         return [1.0 for _ in rows]
@@ -290,8 +515,8 @@ def mean_token_probability(model: MangaOcrModel, encoder_hidden_states: mx.array
     valid = np.zeros((len(rows), longest - 1), dtype=bool)
     for i, r in enumerate(rows):
         inputs[i, : len(r) - 1], targets[i, : len(r) - 1], valid[i, : len(r) - 1] = r[:-1], r[1:], True
-    cache = model.decoder.make_cache(len(rows), longest - 1, encoder_hidden_states.dtype)
-    logits = model.decoder(mx.array(inputs), cache, model.cross_kv(encoder_hidden_states), last_only=False)
+    cache = model.decoder.make_cache(len(rows), longest - 1, cross[0].keys.dtype)
+    logits = model.decoder(mx.array(inputs), cache, cross, last_only=False)
     logits = logits.astype(mx.float32)
     log_probs = mx.take_along_axis(logits, mx.array(targets)[..., None], axis=-1)[..., 0]
     log_probs = log_probs - mx.logsumexp(logits, axis=-1)

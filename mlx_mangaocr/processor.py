@@ -11,9 +11,10 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from .generate import generate, mean_token_probability
+from .generate import DecodeStats, generate, mean_token_probability
 from .image_processing import ImageInput
 from .loading import DEFAULT_MODEL, Checkpoint, load_checkpoint
+from .scheduler import SCHEDULERS, ContinuousDecoder
 from .text import post_process
 
 
@@ -41,13 +42,29 @@ class MangaOcrProcessor:
 
     ``device`` (``mx.cpu``, ``mx.gpu`` or None for MLX's default device) is where its MLX work runs.
 
+    ``scheduler`` is how the batch forms (``process_images``, ``iter_images``, ``recognize``,
+    ``recognize_pixels``) keep the decoder busy: ``"continuous"`` (the default) starts the next
+    image in a row as soon as that row's image is done; ``"static"`` decodes each batch until its
+    longest image is done. Both give every image the ids it gets alone; ``stats`` counts the
+    decoder row-steps each ran.
+
     One processor may be shared by several threads: the MLX work of each call runs under a lock,
     one call at a time (preprocessing and post-processing run in parallel).
     """
 
-    def __init__(self, checkpoint: Checkpoint, compile_step: bool = True, device: mx.Device | None = None):
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        compile_step: bool = True,
+        device: mx.Device | None = None,
+        scheduler: str = "continuous",
+    ):
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
         self.checkpoint = checkpoint
         self.compile_step = compile_step
+        self.scheduler = scheduler
+        self.stats = DecodeStats()  # decoder work done so far, counted in row-steps
         self.device = device
         self.model = checkpoint.model
         self.config = checkpoint.config
@@ -74,32 +91,92 @@ class MangaOcrProcessor:
         with self._running():
             return mx.array(pixels).astype(self.model.encoder.layernorm.weight.dtype)
 
-    def _encode_and_generate(self, pixels: np.ndarray | mx.array, decoding: dict) -> tuple[mx.array, list[list[int]]]:
-        """Encoder states and token ids for a batch of pixels; the caller is ``_running()``."""
+    def _decode_chunks(
+        self, chunks: Iterable[np.ndarray], decoding: dict, batch_size: int, scheduler: str | None, confidence: bool
+    ) -> Iterator[tuple[list[int], float | None]]:
+        """(ids, confidence) for every image of ``chunks`` (preprocessed pixels, at most
+        ``batch_size`` images each), in input order, decoded by ``scheduler``."""
+        scheduler = scheduler or self.scheduler
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
         settings = self.config.generation.updated(**decoding)
-        if isinstance(pixels, np.ndarray):
-            pixels = self._to_device(pixels)
-        hidden = self.model.encode(pixels)
-        return hidden, generate(self.model, hidden, settings, compile_step=self.compile_step)
+        if scheduler == "static":
+            for pixels in chunks:
+                with self._running():
+                    hidden = self.model.encode(self._to_device(pixels))
+                    rows = generate(self.model, hidden, settings, self.compile_step, self.stats)
+                    scores = [None] * len(rows)
+                    if confidence:
+                        scores = mean_token_probability(self.model, self.model.cross_kv(hidden), rows)
+                yield from zip(rows, scores, strict=True)
+            return
+        decoder = ContinuousDecoder(self.model, settings, batch_size, self.compile_step, confidence, self.stats)
+        chunks, fed, done, next_out = iter(chunks), 0, {}, 0
+        while True:
+            while decoder.wants_input():
+                pixels = next(chunks, None)
+                if pixels is None:
+                    decoder.close()
+                    break
+                with self._running():
+                    decoder.feed(list(range(fed, fed + len(pixels))), self._to_device(pixels))
+                fed += len(pixels)
+            with self._running():
+                finished = decoder.step()
+            if finished is None:
+                return
+            for index, ids, score in finished:
+                done[index] = (ids, score)
+            while next_out in done:  # in input order
+                yield done.pop(next_out)
+                next_out += 1
+
+    def _pixel_chunks(self, images: Iterable[ImageInput], batch_size: int) -> Iterator[np.ndarray]:
+        """Preprocessed pixels, ``batch_size`` images at a time, read as they are needed."""
+        chunk: list[ImageInput] = []
+        for image in images:
+            chunk.append(image)
+            if len(chunk) == batch_size:
+                yield self.image_processor.batch(chunk)
+                chunk = []
+        if chunk:
+            yield self.image_processor.batch(chunk)
 
     def generate_from_pixels(self, pixels: mx.array, **decoding) -> list[list[int]]:
-        """Token ids (start token to end token) for preprocessed pixels, decoded as one batch."""
+        """Token ids (start token to end token) for preprocessed pixels, decoded as one static batch."""
+        settings = self.config.generation.updated(**decoding)
         with self._running():
-            return self._encode_and_generate(pixels, decoding)[1]
+            return generate(self.model, self.model.encode(pixels), settings, self.compile_step, self.stats)
 
-    def recognize_pixels(self, pixels: np.ndarray | mx.array, **decoding) -> list[Recognition]:
-        """Texts, ids and confidences for preprocessed pixels (B, H, W, 3), decoded as one batch."""
-        with self._running():
-            hidden, rows = self._encode_and_generate(pixels, decoding)
-            confidences = mean_token_probability(self.model, hidden, rows)
-        return [Recognition(self.decode(ids), ids, c) for ids, c in zip(rows, confidences, strict=True)]
+    def recognize_stream(
+        self, chunks: Iterable[np.ndarray], batch_size: int = 16, scheduler: str | None = None, **decoding
+    ) -> Iterator[Recognition]:
+        """Recognitions, in input order, of preprocessed pixels that come in chunks of at most
+        ``batch_size`` images (B, H, W, 3); each chunk is read when the decoder has room for it."""
+        batch_size = _check_batch_size(batch_size)
+        for ids, score in self._decode_chunks(chunks, decoding, batch_size, scheduler, confidence=True):
+            yield Recognition(self.decode(ids), ids, score)
 
-    def recognize(self, images: list[ImageInput], **decoding) -> list[Recognition]:
-        """Like ``generate_ids``, with the texts and a confidence score per image."""
-        return self.recognize_pixels(self.image_processor.batch(images), **decoding)
+    def recognize_pixels(
+        self, pixels: np.ndarray | mx.array, batch_size: int | None = None, scheduler: str | None = None, **decoding
+    ) -> list[Recognition]:
+        """Texts, ids and confidences for preprocessed pixels (B, H, W, 3), ``batch_size`` at a
+        time (default: all of them together) through ``scheduler`` (default: the processor's)."""
+        batch_size = _check_batch_size(len(pixels) if batch_size is None else batch_size)
+        pixels = np.asarray(pixels)
+        chunks = (pixels[start : start + batch_size] for start in range(0, len(pixels), batch_size))
+        return list(self.recognize_stream(chunks, batch_size, scheduler, **decoding))
+
+    def recognize(
+        self, images: list[ImageInput], batch_size: int = 16, scheduler: str | None = None, **decoding
+    ) -> list[Recognition]:
+        """Like ``process_images``, with the token ids and a confidence score per image."""
+        batch_size = _check_batch_size(batch_size)
+        return list(self.recognize_stream(self._pixel_chunks(images, batch_size), batch_size, scheduler, **decoding))
 
     def generate_ids(self, images: list[ImageInput], **decoding) -> list[list[int]]:
-        """Token ids (start token to end token) for a list of images decoded together as a batch.
+        """Token ids (start token to end token) for a list of images decoded together as one
+        static batch.
 
         ``decoding``: num_beams, max_length, min_length, no_repeat_ngram_size, length_penalty,
         early_stopping.
@@ -118,22 +195,37 @@ class MangaOcrProcessor:
         """
         return self.decode(self.generate_ids([image], **decoding)[0])
 
-    def iter_images(self, images: Iterable[ImageInput], batch_size: int = 8, **decoding) -> Iterator[str]:
-        """OCR images from any iterable, ``batch_size`` at a time, yielding texts in order."""
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-        chunk: list[ImageInput] = []
-        for image in images:
-            chunk.append(image)
-            if len(chunk) == batch_size:
-                yield from (self.decode(ids) for ids in self.generate_ids(chunk, **decoding))
-                chunk = []
-        if chunk:
-            yield from (self.decode(ids) for ids in self.generate_ids(chunk, **decoding))
+    def iter_ids(
+        self, images: Iterable[ImageInput], batch_size: int = 16, scheduler: str | None = None, **decoding
+    ) -> Iterator[list[int]]:
+        """Token ids (start token to end token) of images from any iterable, in input order.
+        ``batch_size`` images decode together: with the ``"continuous"`` scheduler each row takes
+        the next image as soon as its image is done; with ``"static"`` each batch of
+        ``batch_size`` runs to its longest image. Either way every image gets the ids it gets alone."""
+        batch_size = _check_batch_size(batch_size)
+        chunks = self._pixel_chunks(images, batch_size)
+        for ids, _ in self._decode_chunks(chunks, decoding, batch_size, scheduler, confidence=False):
+            yield ids
 
-    def process_images(self, images: Iterable[ImageInput], batch_size: int = 8, **decoding) -> list[str]:
-        """OCR many images, ``batch_size`` at a time; returns the texts in input order."""
-        return list(self.iter_images(images, batch_size=batch_size, **decoding))
+    def iter_images(
+        self, images: Iterable[ImageInput], batch_size: int = 16, scheduler: str | None = None, **decoding
+    ) -> Iterator[str]:
+        """OCR images from any iterable, ``batch_size`` decoding together (see ``iter_ids``),
+        yielding texts in input order."""
+        for ids in self.iter_ids(images, batch_size, scheduler, **decoding):
+            yield self.decode(ids)
+
+    def process_images(
+        self, images: Iterable[ImageInput], batch_size: int = 16, scheduler: str | None = None, **decoding
+    ) -> list[str]:
+        """OCR many images, ``batch_size`` at a time (see ``iter_images``); the texts in input order."""
+        return list(self.iter_images(images, batch_size=batch_size, scheduler=scheduler, **decoding))
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    return batch_size
 
 
 def load_mlx_processor(
@@ -142,14 +234,16 @@ def load_mlx_processor(
     quantize: dict[str, int] | None = None,
     compile_step: bool = True,
     device: mx.Device | None = None,
+    scheduler: str = "continuous",
 ) -> MangaOcrProcessor:
     """Load a processor from a converted MLX folder, a Hugging Face folder, or a hub id.
 
     ``dtype`` casts the weights (float32, float16, bfloat16); the default keeps the folder's.
     ``quantize``, e.g. ``{"bits": 8, "group_size": 64}``, quantizes a float model on load.
     ``compile_step=False`` runs the decoder step uncompiled; ``device=mx.cpu`` runs on the CPU
-    even where a GPU is the default (see ``MangaOcrProcessor``).
+    even where a GPU is the default; ``scheduler="static"`` batches as a static batch (see
+    ``MangaOcrProcessor``).
     Raises ``ModelLoadError`` with the reason when the model cannot be loaded.
     """
     checkpoint = load_checkpoint(path_or_repo, dtype=dtype, quantize=quantize)
-    return MangaOcrProcessor(checkpoint, compile_step=compile_step, device=device)
+    return MangaOcrProcessor(checkpoint, compile_step=compile_step, device=device, scheduler=scheduler)

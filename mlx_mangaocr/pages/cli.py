@@ -36,6 +36,7 @@ def run_pages(args, decoding: dict) -> int:
     except MangaOcrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    reader.ocr.scheduler = args.scheduler or reader.ocr.scheduler
     if args.mokuro:
         return _run_volumes(reader, args, decoding)
     stream = open(args.output, "a", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115

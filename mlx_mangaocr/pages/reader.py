@@ -119,10 +119,11 @@ class PageReader:
     def _read_group(self, group: list[Image.Image], batch_size: int) -> list[Page]:
         pending = [self.arrange(page, boxes) for page, boxes in zip(group, self.detect(group, batch_size), strict=True)]
         crops = [crop for p in pending for crop in self.crops(p)]
-        results = []
-        for start in range(0, len(crops), batch_size):
-            pixels = np.stack([self.ocr.image_processor(c) for c in crops[start : start + batch_size]])
-            results += self.ocr.recognize_pixels(pixels, **self.decoding)
+        chunks = (
+            np.stack([self.ocr.image_processor(c) for c in crops[start : start + batch_size]])
+            for start in range(0, len(crops), batch_size)
+        )
+        results = list(self.ocr.recognize_stream(chunks, batch_size, **self.decoding))
         pages, at = [], 0
         for p in pending:
             blocks = []

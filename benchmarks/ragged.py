@@ -1,0 +1,198 @@
+"""The ragged benchmark: OCR traffic whose output lengths are ragged, as a mokuro volume's are.
+
+    python -m benchmarks.ragged pool --model MLX_MODEL --folder DIR --out pool.json
+    python -m benchmarks.ragged {mlx|torch} --model M --workload workload.json --out side.json [options]
+
+The workload. Real volumes average about 6 tokens a crop, with a tail to 80 and more and now and
+then a crop that runs to ``max_length``. The synthetic checkpoint's lengths depend on the image,
+so the workload is drawn from a pool of crops of the shared example images (``make_pool``) whose
+lengths the MLX side measures first (``pool``: every crop's ids, greedy and beam, exact to decoding
+it alone): for each target length of ``target_lengths`` (most short, a tail at 20 to 80 tokens,
+one at ``max_length``, in a shuffled order of arrival) it takes the crop whose length is nearest.
+The lengths the workload really has are reported with it.
+
+The sides. MLX: one image at a time, a static batch of 16 and continuous batching at 16
+(``iter_ids``), with the decoder row-steps each ran against the row-steps the images need alone.
+PyTorch: transformers ``generate`` on padded batches of 16, as people batch manga-ocr today. Images
+are decoded from their files before the clock starts. Texts are compared across all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+MODES = {"greedy": {"num_beams": 1}, "beam": {}}  # beam: the checkpoint's settings, as manga-ocr
+CROPS_PER_IMAGE = 6
+
+
+def make_pool(folder: Path, images: list[Path], seed: int = 0) -> list[Path]:
+    """The example images and ``CROPS_PER_IMAGE`` random crops of each, written as PNG files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for source in images:
+        image = Image.open(source).convert("RGB")
+        crops = [image]
+        for _ in range(CROPS_PER_IMAGE):
+            w = max(8, int(image.width * rng.uniform(0.25, 1.0)))
+            h = max(8, int(image.height * rng.uniform(0.15, 1.0)))
+            x, y = int(rng.integers(0, image.width - w + 1)), int(rng.integers(0, image.height - h + 1))
+            crops.append(image.crop((x, y, x + w, y + h)))
+        for k, crop in enumerate(crops):
+            path = folder / f"{source.stem}-{k}.png"
+            if not path.is_file():
+                crop.save(path)
+            paths.append(path)
+    return paths
+
+
+def target_lengths(count: int, max_new: int, seed: int = 0) -> list[int]:
+    """New-token lengths in order of arrival: one at ``max_new``, seven in a tail from 20 to 80,
+    the rest short (1 + a geometric draw of mean 3, at most 15)."""
+    rng = np.random.default_rng(seed)
+    tail = [20, 30, 40, 50, 60, 70, 80]
+    short = np.minimum(rng.geometric(1 / 3, size=count - len(tail) - 1), 14) + 1
+    lengths = [max_new, *tail, *short.tolist()]
+    rng.shuffle(lengths)
+    return [int(n) for n in lengths]
+
+
+def choose(pool: dict[str, int], targets: list[int]) -> list[str]:
+    """For each target, the pool crop whose length is nearest (equally near ones in turn)."""
+    names = sorted(pool)
+    used: dict[str, int] = {}
+    chosen = []
+    for target in targets:
+        best = min(names, key=lambda n: (abs(pool[n] - target), used.get(n, 0), n))
+        used[best] = used.get(best, 0) + 1
+        chosen.append(best)
+    return chosen
+
+
+def workload(pool_file: Path, count: int, max_length: int) -> dict:
+    """Each decoding's workload (crop paths in order of arrival) from the measured pool."""
+    pool = json.loads(pool_file.read_text(encoding="utf-8"))
+    targets = target_lengths(count, max_length - 1)
+    out = {}
+    for mode in MODES:
+        lengths = {name: entry[mode] for name, entry in pool.items()}
+        out[mode] = choose(lengths, targets)
+    return out
+
+
+def lengths_summary(lengths: list[int]) -> dict:
+    ordered = sorted(lengths)
+    return {
+        "mean": float(np.mean(ordered)),
+        "median": float(np.median(ordered)),
+        "p90": ordered[int(round(0.9 * (len(ordered) - 1)))],
+        "max": ordered[-1],
+        "at_most_15": sum(n <= 15 for n in ordered),
+        "16_to_80": sum(16 <= n <= 80 for n in ordered),
+        "over_80": sum(n > 80 for n in ordered),
+    }
+
+
+def _load_mlx(model: str):
+    import mlx_mangaocr  # first: it loads OpenBLAS, which must come before mlx.core
+
+    return mlx_mangaocr.load_mlx_processor(model)
+
+
+def run_pool(args) -> dict:
+    processor = _load_mlx(args.model)
+    from .synthetic import IMAGES
+
+    paths = make_pool(Path(args.folder), list(IMAGES))
+    out = {str(p): {} for p in paths}
+    for mode, settings in MODES.items():
+        for path, ids in zip(paths, processor.iter_ids(paths, batch_size=16, **settings), strict=True):
+            out[str(path)][mode] = len(ids) - 1
+    return out
+
+
+def run_mlx(args, work: dict) -> dict:
+    processor = _load_mlx(args.model)
+    configs = {"one at a time": (1, "continuous"), "static 16": (16, "static"), "continuous 16": (16, "continuous")}
+    results = {}
+    for mode in args.decoding:
+        settings = MODES[mode]
+        images = [Image.open(p).convert("RGB") for p in work[mode]]
+        results[mode] = {}
+        for name, (batch_size, scheduler) in configs.items():
+            list(processor.iter_ids(images[: args.warmup], batch_size, scheduler, **settings))  # traces its shapes
+            before = vars(processor.stats).copy()
+            began = time.perf_counter()
+            ids = list(processor.iter_ids(images, batch_size, scheduler, **settings))
+            seconds = time.perf_counter() - began
+            work_done = {k: v - before[k] for k, v in vars(processor.stats).items()}
+            results[mode][name] = {
+                "seconds": seconds,
+                "images_per_s": len(images) / seconds,
+                "texts": [processor.decode(i) for i in ids],
+                "new_tokens": [len(i) - 1 for i in ids],
+                "row_steps": work_done["row_steps"],
+                "needed_row_steps": work_done["needed_row_steps"],
+                "steps": work_done["steps"],
+            }
+    import mlx.core as mx
+
+    from mlx_mangaocr import _blas
+
+    facts = {"mlx_version": mx.__version__, "device": str(mx.default_device()), "blas": _blas.loaded_blas}
+    return {"facts": facts, "modes": results}
+
+
+def run_torch(args, work: dict) -> dict:
+    from .sides import TorchSide
+
+    side = TorchSide(args.model, args.torch_device)
+    side.load()
+    results = {}
+    for mode in args.decoding:
+        settings = MODES[mode]
+        images = [Image.open(p).convert("RGB") for p in work[mode]]
+        side.generate(side.preprocess(images[:2]), settings)  # warm-up
+        began = time.perf_counter()
+        ids = []
+        for start in range(0, len(images), 16):
+            ids += side.generate(side.preprocess(images[start : start + 16]), settings)
+        seconds = time.perf_counter() - began
+        results[mode] = {
+            "padded 16": {
+                "seconds": seconds,
+                "images_per_s": len(images) / seconds,
+                "texts": [side.text(i) for i in ids],
+                "new_tokens": [len(i) - 1 for i in ids],
+            }
+        }
+    return {"facts": side.facts(), "modes": results}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ragged")
+    parser.add_argument("side", choices=["pool", "mlx", "torch"])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--folder", help="pool: where the crops go")
+    parser.add_argument("--workload", help="mlx/torch: the workload JSON (crop paths per decoding)")
+    parser.add_argument("--decoding", nargs="+", choices=list(MODES), default=list(MODES))
+    parser.add_argument("--warmup", type=int, default=24, help="MLX: images run first at each setting (untimed)")
+    parser.add_argument("--torch-device", default="auto", choices=["auto", "mps", "cuda", "cpu"])
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if args.side == "pool":
+        result = run_pool(args)
+    else:
+        work = json.loads(Path(args.workload).read_text(encoding="utf-8"))
+        result = run_mlx(args, work) if args.side == "mlx" else run_torch(args, work)
+    Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

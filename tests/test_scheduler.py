@@ -1,0 +1,141 @@
+"""Continuous batching: every image gets exactly the ids it gets decoded alone, whatever it shares
+the batch with, the batch size or the order of arrival; the step is traced once per batch shape;
+the row-step counts follow from the images' own lengths."""
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+from oracle import generated_images
+
+import mlx_mangaocr.generate as generate_module
+from benchmarks.synthetic import IMAGES
+from mlx_mangaocr import MangaOcrProcessor, load_mlx_processor
+
+# Ragged settings on the tiny checkpoint (its own lengths: 11 to 63 tokens greedy, 42 to 53 beam):
+# max_length 40 and 20 cut some rows, which then run to max_length.
+SETTINGS = [
+    {"num_beams": 1},
+    {"num_beams": 1, "max_length": 40},
+    {},  # the checkpoint's own: 4 beams, no_repeat_ngram_size=3, length_penalty=2.0, early stop
+    {"num_beams": 3, "length_penalty": 0.5, "early_stopping": False, "max_length": 20},
+    {"num_beams": 2, "early_stopping": "never", "no_repeat_ngram_size": 2, "max_length": 50},
+]
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return list(IMAGES) + [image for _, image in generated_images()]
+
+
+@pytest.fixture(scope="module")
+def alone(tiny_processor, inputs):
+    """Each setting's ids for every input decoded on its own (a static batch of one)."""
+    return {str(s): [tiny_processor.generate_ids([image], **s)[0] for image in inputs] for s in SETTINGS}
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=[str(s) for s in SETTINGS])
+def test_continuous_ids_equal_one_at_a_time_for_any_batch_size_and_order(tiny_processor, inputs, alone, settings):
+    expected = alone[str(settings)]
+    lengths = [len(ids) for ids in expected]
+    if settings in ({"num_beams": 1}, {}):
+        assert len(set(lengths)) >= 5  # ragged
+    if "max_length" in settings:
+        assert max(lengths) == settings["max_length"]  # some rows run to max_length
+    rng = random.Random(0)
+    for batch_size in (1, 3, 8):
+        order = list(range(len(inputs)))
+        rng.shuffle(order)
+        got = tiny_processor.recognize([inputs[i] for i in order], batch_size=batch_size, **settings)
+        assert [r.ids for r in got] == [expected[i] for i in order], f"batch {batch_size}"
+    texts = tiny_processor.process_images(inputs, batch_size=5, scheduler="continuous", **settings)
+    assert texts == [tiny_processor.decode(ids) for ids in expected]
+
+
+def test_static_scheduler_gives_the_same_results(tiny_processor, inputs, alone):
+    for settings in ({"num_beams": 1}, {}):
+        static = tiny_processor.recognize(inputs, batch_size=6, scheduler="static", **settings)
+        continuous = tiny_processor.recognize(inputs, batch_size=6, scheduler="continuous", **settings)
+        assert [r.ids for r in static] == [r.ids for r in continuous] == alone[str(settings)]
+        # Confidences are the same teacher-forced pass over different batches: equal within fp32.
+        np.testing.assert_allclose(
+            [r.confidence for r in static], [r.confidence for r in continuous], rtol=1e-5, atol=1e-6
+        )
+
+
+def test_row_step_counts_follow_from_the_images_own_lengths(tiny_processor, inputs, alone):
+    expected = alone[str({"num_beams": 1})]
+    own = [len(ids) - 1 for ids in expected]  # greedy: one step per generated token
+    batch = 6
+    before = _snapshot(tiny_processor.stats)
+    tiny_processor.process_images(inputs, batch_size=batch, scheduler="static", num_beams=1)
+    static = _delta(tiny_processor.stats, before)
+    chunks = [own[i : i + batch] for i in range(0, len(own), batch)]
+    assert static["needed_row_steps"] == sum(own)
+    assert static["row_steps"] == sum(max(c) * len(c) for c in chunks)  # each batch runs to its longest
+    assert static["images"] == len(inputs)
+
+    before = _snapshot(tiny_processor.stats)
+    tiny_processor.process_images(inputs, batch_size=batch, scheduler="continuous", num_beams=1)
+    continuous = _delta(tiny_processor.stats, before)
+    assert continuous["needed_row_steps"] == sum(own)
+    assert sum(own) <= continuous["row_steps"] < static["row_steps"]
+
+    before = _snapshot(tiny_processor.stats)
+    tiny_processor.process_images(inputs, batch_size=1, num_beams=1)
+    one = _delta(tiny_processor.stats, before)
+    assert one["row_steps"] == one["needed_row_steps"] == sum(own)  # nothing wasted, one at a time
+
+
+def _snapshot(stats):
+    return {k: getattr(stats, k) for k in ("images", "steps", "row_steps", "needed_row_steps")}
+
+
+def _delta(stats, before):
+    return {k: getattr(stats, k) - v for k, v in before.items()}
+
+
+def test_compiled_step_is_traced_once_per_batch_shape(tiny, inputs, monkeypatch):
+    traced = []
+    pure_step = generate_module._pure_step
+
+    def counting(model):
+        step = pure_step(model)
+
+        def wrapped(tokens, *rest):
+            traced.append(tokens.shape[0])  # runs only while mx.compile traces
+            return step(tokens, *rest)
+
+        return wrapped
+
+    monkeypatch.setattr(generate_module, "_pure_step", counting)
+    processor = load_mlx_processor(tiny.folder)  # a fresh model: nothing compiled yet
+    for settings in ({"num_beams": 1}, {}):
+        processor.process_images(inputs * 2, batch_size=8, **settings)
+        processor.process_images(inputs, batch_size=8, **settings)
+    assert traced and len(traced) == len(set(traced))  # each batch shape once, over all the runs
+    assert {8, 4, 2, 1} <= set(traced) and {32, 16} <= set(traced)  # greedy rows; 4 beams x 8, 4 units
+
+
+def test_continuous_reads_its_input_as_it_goes(tiny_processor):
+    pulled = []
+
+    def endless():
+        for i in itertools.count():
+            pulled.append(i)
+            yield IMAGES[i % len(IMAGES)]
+
+    texts = tiny_processor.iter_images(endless(), batch_size=4, num_beams=1)
+    first = [next(texts) for _ in range(6)]
+    assert first == [tiny_processor.process_image(p, num_beams=1) for p in IMAGES[:6]]
+    assert len(pulled) <= 6 + 3 * 4  # a few micro-batches ahead, not the whole stream
+
+
+def test_bad_scheduler_and_batch_size_are_refused(tiny_processor):
+    with pytest.raises(ValueError, match="scheduler must be one of continuous, static"):
+        tiny_processor.process_images(IMAGES[:2], scheduler="dynamic")
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1"):
+        tiny_processor.recognize(IMAGES[:2], batch_size=0)
+    with pytest.raises(ValueError, match="scheduler must be one of"):
+        MangaOcrProcessor(tiny_processor.checkpoint, scheduler="nope")
