@@ -157,6 +157,50 @@ def _pages_section(args, out: Path, model: str, mlx_model: str) -> dict:
     return {"pages": len(pages), "max_length": args.page_max_length, **sides, "identical_pages": same}
 
 
+def _ragged_section(args, out: Path, model: str, mlx_model: str) -> dict:
+    """Ragged output lengths (benchmarks/ragged.py): MLX one at a time, static and continuous
+    batches of 16 against transformers on padded batches of 16, each side in its own process."""
+    from .ragged import lengths_summary, workload
+
+    folder = out / "ragged"
+    folder.mkdir(exist_ok=True)
+    pool = folder / "pool.json"
+    _worker(["-m", "benchmarks.ragged", "pool", "--model", mlx_model, "--folder", str(folder / "pool"), "--out",
+             str(pool)], pool, args.resume)  # fmt: skip
+    max_length = json.loads((Path(mlx_model) / "config.json").read_text(encoding="utf-8")).get("max_length", 300)
+    work = workload(pool, args.ragged_images, max_length)
+    work = {mode: [str(Path(p).resolve()) for p in paths] for mode, paths in work.items()}
+    work_file = folder / "workload.json"
+    work_file.write_text(json.dumps(work, indent=1), encoding="utf-8")
+    modes = ["greedy", "beam"] if args.ragged_decoding == "both" else [args.ragged_decoding]
+    sides = {}
+    for side, side_model in (("mlx", mlx_model), ("torch", model)):
+        target = out / f"ragged-{side}.json"
+        extra = ["--torch-device", args.torch_device] if side == "torch" else []
+        _worker(["-m", "benchmarks.ragged", side, "--model", side_model, "--workload", str(work_file), "--decoding",
+                 *modes, "--out", str(target), *extra], target, args.resume)  # fmt: skip
+        sides[side] = json.loads(target.read_text(encoding="utf-8"))
+    section = {"images": args.ragged_images, "modes": {}, "mlx_facts": sides["mlx"]["facts"],
+               "torch_facts": sides["torch"]["facts"]}  # fmt: skip
+    for mode in modes:
+        runs = {
+            **sides["mlx"]["modes"][mode],
+            **{f"transformers {k}": v for k, v in sides["torch"]["modes"][mode].items()},
+        }
+        reference = runs["one at a time"]
+        section["modes"][mode] = {
+            "lengths": lengths_summary(reference["new_tokens"]),
+            "runs": {
+                name: {k: v for k, v in run.items() if k not in ("texts", "new_tokens")} for name, run in runs.items()
+            },
+            "identical_texts": {
+                name: sum(a == b for a, b in zip(run["texts"], reference["texts"], strict=True))
+                for name, run in runs.items()
+            },  # fmt: skip
+        }
+    return section
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -198,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--page-max-length", type=int, help="cap on each crop's decoding in the page section (default: the model's)"
     )
+    parser.add_argument(
+        "--ragged", action="store_true", help="the ragged section: continuous against static batching and transformers"
+    )
+    parser.add_argument("--ragged-images", type=int, default=128, help="images in the ragged workload")
+    parser.add_argument("--ragged-decoding", default="both", choices=["greedy", "beam", "both"])
     parser.add_argument("--out", default="benchmarks/results/latest")
     parser.add_argument(
         "--resume",
@@ -258,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         variants[name] = json.loads(target.read_text(encoding="utf-8"))
     detector = _detector_section(args, out) if (args.synthetic or args.detector) else None
     pages = _pages_section(args, out, model, mlx_model) if args.page_reader else None
+    ragged = _ragged_section(args, out, model, mlx_model) if args.ragged else None
     mlx = json.loads((out / "mlx.json").read_text(encoding="utf-8"))
     torch = json.loads((out / "torch.json").read_text(encoding="utf-8"))
     results = {
@@ -284,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         results["detector"] = detector
     if pages:
         results["pages"] = pages
+    if ragged:
+        results["ragged"] = ragged
     if RESUMED:
         results["resumed_from_interrupted_run"] = RESUMED
     (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -7,8 +7,9 @@ The workload. Real volumes average about 6 tokens a crop, with a tail to 80 and 
 then a crop that runs to ``max_length``. The synthetic checkpoint's lengths depend on the image,
 so the workload is drawn from a pool of crops of the shared example images (``make_pool``) whose
 lengths the MLX side measures first (``pool``: every crop's ids, greedy and beam, exact to decoding
-it alone): for each target length of ``target_lengths`` (most short, a tail at 20 to 80 tokens,
-one at ``max_length``, in a shuffled order of arrival) it takes the crop whose length is nearest.
+it alone, up to a cap of 99 new tokens). For each target length of ``target_lengths`` (most short,
+a tail at 20 to 80 tokens, one at ``max_length``, in a shuffled order of arrival) it takes the crop
+whose length is nearest.
 The lengths the workload really has are reported with it.
 
 The sides. MLX: one image at a time, a static batch of 16 and continuous batching at 16
@@ -63,12 +64,14 @@ def target_lengths(count: int, max_new: int, seed: int = 0) -> list[int]:
     return [int(n) for n in lengths]
 
 
-def choose(pool: dict[str, int], targets: list[int]) -> list[str]:
-    """For each target, the pool crop whose length is nearest (equally near ones in turn)."""
-    names = sorted(pool)
+def choose(pool: dict[str, int], targets: list[int], cap: int) -> list[str]:
+    """For each target, the pool crop whose length is nearest (equally near ones in turn). Crops
+    that ran to the pool's cap (``cap`` new tokens: longer, length unknown) only serve targets at
+    or past the cap, the others only targets below it (if the pool has any of that kind)."""
     used: dict[str, int] = {}
     chosen = []
     for target in targets:
+        names = sorted(n for n in pool if (pool[n] >= cap) == (target >= cap)) or sorted(pool)
         best = min(names, key=lambda n: (abs(pool[n] - target), used.get(n, 0), n))
         used[best] = used.get(best, 0) + 1
         chosen.append(best)
@@ -78,11 +81,12 @@ def choose(pool: dict[str, int], targets: list[int]) -> list[str]:
 def workload(pool_file: Path, count: int, max_length: int) -> dict:
     """Each decoding's workload (crop paths in order of arrival) from the measured pool."""
     pool = json.loads(pool_file.read_text(encoding="utf-8"))
+    cap = pool.pop("cap")
     targets = target_lengths(count, max_length - 1)
     out = {}
     for mode in MODES:
         lengths = {name: entry[mode] for name, entry in pool.items()}
-        out[mode] = choose(lengths, targets)
+        out[mode] = choose(lengths, targets, cap)
     return out
 
 
@@ -112,9 +116,10 @@ def run_pool(args) -> dict:
     paths = make_pool(Path(args.folder), list(IMAGES))
     out = {str(p): {} for p in paths}
     for mode, settings in MODES.items():
-        for path, ids in zip(paths, processor.iter_ids(paths, batch_size=16, **settings), strict=True):
+        capped = {**settings, "max_length": args.pool_cap + 1}  # longer ones: known to reach the cap
+        for path, ids in zip(paths, processor.iter_ids(paths, batch_size=16, **capped), strict=True):
             out[str(path)][mode] = len(ids) - 1
-    return out
+    return {"cap": args.pool_cap, **out}
 
 
 def run_mlx(args, work: dict) -> dict:
@@ -180,6 +185,7 @@ def main(argv=None) -> None:
     parser.add_argument("side", choices=["pool", "mlx", "torch"])
     parser.add_argument("--model", required=True)
     parser.add_argument("--folder", help="pool: where the crops go")
+    parser.add_argument("--pool-cap", type=int, default=99, help="pool: new tokens measured at most")
     parser.add_argument("--workload", help="mlx/torch: the workload JSON (crop paths per decoding)")
     parser.add_argument("--decoding", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--warmup", type=int, default=24, help="MLX: images run first at each setting (untimed)")

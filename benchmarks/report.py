@@ -122,6 +122,41 @@ def _pages_table(section: dict | None) -> list[str]:
     return lines
 
 
+def _ragged_table(section: dict | None) -> list[str]:
+    if not section:
+        return []
+    lines = [
+        "",
+        "## Ragged output lengths: continuous batching",
+        "",
+        f"{section['images']} crops whose output lengths are ragged as a volume's (benchmarks/ragged.py): most "
+        "short, a tail at 20 to 80 tokens, one at max_length, in a shuffled order of arrival. MLX one image at a "
+        "time, a static batch of 16 and continuous batching at 16; transformers `generate` on padded batches of 16. "
+        "Row-steps: decoder rows times steps run; needed: what the images need alone (their own steps times their "
+        "beams); waste = run / needed.",
+    ]
+    for mode, data in section["modes"].items():
+        n = data["lengths"]
+        runs = data["runs"]
+        lines += [
+            "",
+            f"**{mode}**: new tokens per image: mean {n['mean']:.1f}, median {n['median']:.0f}, p90 {n['p90']}, "
+            f"max {n['max']}; {n['at_most_15']} images at 15 or fewer, {n['16_to_80']} at 16 to 80, "
+            f"{n['over_80']} over 80.",
+            "",
+            "| run | images/s | continuous 16 / this | row-steps per image | waste (run / needed) | texts as one at a time |",
+            "|---|---|---|---|---|---|",
+        ]
+        continuous = runs["continuous 16"]["images_per_s"]
+        for name, run in runs.items():
+            steps = run.get("row_steps")
+            per_image = f"{steps / section['images']:.1f}" if steps is not None else ""
+            waste = f"{steps / run['needed_row_steps']:.2f}x" if steps is not None else ""
+            lines.append(f"| {name} | {run['images_per_s']:.2f} | {_ratio(continuous, run['images_per_s'])} | "
+                         f"{per_image} | {waste} | {data['identical_texts'][name]}/{section['images']} |")  # fmt: skip
+    return lines
+
+
 def _ratio(a, b) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "n/a"
 
@@ -319,6 +354,7 @@ def markdown(results: dict) -> str:
         ]
     lines += _kernels_table(results) + _compiled_step_table(mlx) + _variants_table(results.get("variants"))
     lines += _detector_table(results.get("detector")) + _pages_table(results.get("pages"))
+    lines += _ragged_table(results.get("ragged"))
     diffs = {mode: p["differences"] for mode, p in results["parity"].items() if p["differences"]}
     if diffs:
         lines += ["Where the ids differ (first differing position, PyTorch's logit margin there):", ""]

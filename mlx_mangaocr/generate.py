@@ -125,6 +125,11 @@ class RowStepper:
     False, so it is traced once per batch shape and reused at every token and by later images
     (the compiled function is kept on the model).
 
+    The cache's capacity follows the longest row: it starts at 16 positions, doubles when a row
+    needs more (up to ``max_length - 1``) and halves when the rows that needed it are gone, so
+    short outputs do not pay for attending over, copying and reordering ``max_length`` positions.
+    Masked positions add exact zeros, so the capacity does not change any result.
+
     Rows are filled by ``admit``, which starts an image's cross-attention keys and values at
     position 0 in any rows while the others go on (continuous batching); ``take`` keeps a subset
     of the rows (a smaller batch shape when the work runs out); ``reorder`` follows beam search.
@@ -134,7 +139,8 @@ class RowStepper:
         check_positions(model, gen)
         self.model = model
         self.rows = rows
-        self.keys = [c.keys for c in model.decoder.make_cache(rows, gen.max_length - 1, dtype)]
+        self.limit = gen.max_length - 1
+        self.keys = [c.keys for c in model.decoder.make_cache(rows, min(_MIN_CAPACITY, self.limit), dtype)]
         self.values = [mx.zeros_like(k) for k in self.keys]
         self.cross_keys: list[mx.array] | None = None
         self.cross_values: list[mx.array] | None = None
@@ -144,6 +150,25 @@ class RowStepper:
     @property
     def capacity(self) -> int:
         return self.keys[0].shape[2]
+
+    def _fit_capacity(self) -> None:
+        """Grow or shrink the cache to the smallest size (16, 32, 64, ... or the limit) that holds
+        every row's next position."""
+        need = int(self.position.max()) + 1
+        if need > self.limit:
+            raise ValueError(f"decode ran past the cache capacity of {self.limit} positions")
+        size = _MIN_CAPACITY
+        while size < need:
+            size *= 2
+        size = min(size, self.limit)
+        if size > self.capacity:
+            grow = size - self.capacity
+            pad = [(0, 0), (0, 0), (0, grow), (0, 0)]
+            self.keys = [mx.pad(k, pad) for k in self.keys]
+            self.values = [mx.pad(v, pad) for v in self.values]
+        elif size < self.capacity // 2 or (size < self.capacity and size == self.limit):
+            self.keys = [k[:, :, :size] for k in self.keys]
+            self.values = [v[:, :, :size] for v in self.values]
 
     def admit(self, rows: np.ndarray, cross: list[CrossKV]) -> None:
         """Start new images in ``rows`` (one cross-attention row each) at position 0."""
@@ -171,8 +196,7 @@ class RowStepper:
 
     def __call__(self, tokens: np.ndarray) -> mx.array:
         """Tokens (rows,), each at its row's next position -> float32 logits (rows, vocab)."""
-        if self.position.max() >= self.capacity:
-            raise ValueError(f"decode ran past the cache capacity of {self.capacity} positions")
+        self._fit_capacity()
         logits, self.keys, self.values = self.step(
             mx.array(tokens.reshape(-1, 1)),
             mx.array(self.position),
@@ -190,6 +214,9 @@ class RowStepper:
         self.keys = [k[where] for k in self.keys]
         self.values = [v[where] for v in self.values]
         self.position = self.position[rows]
+
+
+_MIN_CAPACITY = 16
 
 
 class CompiledStepper(RowStepper):

@@ -27,6 +27,7 @@ def bench(tiny, small_detector, tmp_path_factory):
     args = ["--model", str(tiny.folder), "--images", *images, "--out", str(out), "--blas-comparison", *SMALL]
     args += ["--variants", "bfloat16", "q8", "--detector", str(small_detector.folder)]
     args += ["--page-reader", "--page-reader-pages", "1", "--page-decoding", "greedy", "--page-max-length", "10"]
+    args += ["--ragged", "--ragged-images", "12", "--ragged-decoding", "greedy"]
     assert main(args) == 0
     return out
 
@@ -105,6 +106,21 @@ def test_page_section(bench):
         assert pages[side]["blocks"][0] > 0 and pages[side]["decoding"] == {"num_beams": 1, "max_length": 10}
         assert pages[side]["memory"]["rss_peak_bytes"] > 0
     assert "## Whole pages" in (bench / "results.md").read_text(encoding="utf-8")
+
+
+def test_ragged_section(bench):
+    """Every run read the same texts; one at a time wastes nothing, continuous less than static."""
+    ragged = json.loads((bench / "results.json").read_text(encoding="utf-8"))["ragged"]
+    greedy = ragged["modes"]["greedy"]
+    runs = greedy["runs"]
+    assert set(runs) == {"one at a time", "static 16", "continuous 16", "transformers padded 16"}
+    assert all(n == 12 for n in greedy["identical_texts"].values())
+    assert all(run["images_per_s"] > 0 for run in runs.values())
+    one, static, continuous = runs["one at a time"], runs["static 16"], runs["continuous 16"]
+    assert one["row_steps"] == one["needed_row_steps"] == static["needed_row_steps"] == continuous["needed_row_steps"]
+    assert one["needed_row_steps"] < continuous["row_steps"] < static["row_steps"]
+    assert greedy["lengths"]["max"] > 1.5 * greedy["lengths"]["median"]  # ragged (less so on the tiny model)
+    assert "## Ragged output lengths" in (bench / "results.md").read_text(encoding="utf-8")
 
 
 def test_markdown_and_png_are_written(bench):

@@ -103,9 +103,9 @@ def test_compiled_step_is_traced_once_per_batch_shape(tiny, inputs, monkeypatch)
     def counting(model):
         step = pure_step(model)
 
-        def wrapped(tokens, *rest):
-            traced.append(tokens.shape[0])  # runs only while mx.compile traces
-            return step(tokens, *rest)
+        def wrapped(tokens, position, keys, *rest):
+            traced.append((tokens.shape[0], keys[0].shape[2]))  # runs only while mx.compile traces
+            return step(tokens, position, keys, *rest)
 
         return wrapped
 
@@ -114,8 +114,11 @@ def test_compiled_step_is_traced_once_per_batch_shape(tiny, inputs, monkeypatch)
     for settings in ({"num_beams": 1}, {}):
         processor.process_images(inputs * 2, batch_size=8, **settings)
         processor.process_images(inputs, batch_size=8, **settings)
-    assert traced and len(traced) == len(set(traced))  # each batch shape once, over all the runs
-    assert {8, 4, 2, 1} <= set(traced) and {32, 16} <= set(traced)  # greedy rows; 4 beams x 8, 4 units
+    # Each batch shape (rows, cache capacity) once, over all the runs.
+    assert traced and len(traced) == len(set(traced))
+    rows, capacities = {r for r, _ in traced}, {c for _, c in traced}
+    assert {8, 4, 2, 1} <= rows and {32, 16} <= rows  # greedy rows; 4 beams x 8 and x 4 units
+    assert {16, 32, 64} <= capacities  # the cache grows with the longest row (11 to 63 tokens)
 
 
 def test_continuous_reads_its_input_as_it_goes(tiny_processor):
