@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="one JSON array at the end")
     fmt.add_argument("--jsonl", dest="fmt", action="store_const", const="jsonl", help="one JSON object per line")
-    parser.add_argument("--batch-size", type=int, default=8, help="images decoded together (default 8)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images decoded together (default 16)")
     parser.add_argument(
         "--scheduler",
         choices=["continuous", "static"],
