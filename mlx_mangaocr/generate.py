@@ -166,7 +166,7 @@ class RowStepper:
             pad = [(0, 0), (0, 0), (0, grow), (0, 0)]
             self.keys = [mx.pad(k, pad) for k in self.keys]
             self.values = [mx.pad(v, pad) for v in self.values]
-        elif size < self.capacity // 2 or (size < self.capacity and size == self.limit):
+        elif size < self.capacity // 2:
             self.keys = [k[:, :, :size] for k in self.keys]
             self.values = [v[:, :, :size] for v in self.values]
 
