@@ -69,11 +69,6 @@ class DecodeStats:
     row_steps: int = 0  # rows in each step, summed: padding and idle rows included
     needed_row_steps: int = 0  # what the images need alone: each one's own steps times its beams
 
-    @property
-    def waste(self) -> float:
-        """Row-steps run per row-step needed (1.0: no padding at all)."""
-        return self.row_steps / self.needed_row_steps if self.needed_row_steps else 1.0
-
     def count(self, steps: int, rows: int, needed: int, images: int) -> None:
         self.steps += steps
         self.row_steps += steps * rows
@@ -140,8 +135,8 @@ class RowStepper:
         self.model = model
         self.rows = rows
         self.limit = gen.max_length - 1
-        self.keys = [c.keys for c in model.decoder.make_cache(rows, min(_MIN_CAPACITY, self.limit), dtype)]
-        self.values = [mx.zeros_like(k) for k in self.keys]
+        cache = model.decoder.make_cache(rows, min(_MIN_CAPACITY, self.limit), dtype)
+        self.keys, self.values = [c.keys for c in cache], [c.values for c in cache]
         self.cross_keys: list[mx.array] | None = None
         self.cross_values: list[mx.array] | None = None
         self.position = np.zeros(rows, dtype=np.int32)
@@ -267,14 +262,18 @@ class GreedySearch:
         self.sequences = np.full((units, gen.max_length), pad, dtype=np.int64)
         self.lengths = np.ones(units, dtype=np.int64)
         self.done = np.ones(units, dtype=bool)
-        self.steps = np.zeros(units, dtype=np.int64)  # steps each unit took to be done
+
+    @property
+    def steps(self) -> np.ndarray:
+        """The steps each unit has taken: one per generated token."""
+        return self.lengths - 1
 
     def start(self, unit: int) -> None:
         self.sequences[unit, 0] = self.gen.decoder_start_token_id
-        self.lengths[unit], self.done[unit], self.steps[unit] = 1, False, 0
+        self.lengths[unit], self.done[unit] = 1, False
 
     def take(self, units: np.ndarray) -> None:
-        for name in ("sequences", "lengths", "done", "steps"):
+        for name in ("sequences", "lengths", "done"):
             setattr(self, name, getattr(self, name)[units])
 
     def tokens(self, units: np.ndarray) -> np.ndarray:
@@ -284,8 +283,8 @@ class GreedySearch:
     def consume(self, units: np.ndarray, logits: mx.array) -> np.ndarray:
         """One step: logits (rows of ``units``, vocab) -> which of ``units`` are done now."""
         mx.async_eval(logits)  # the device runs the step while the host works out the bans
-        going = units[~self.done[units]]
         at = np.flatnonzero(~self.done[units])
+        going = units[at]
         mask = ban_mask([self.sequences[u, : self.lengths[u]] for u in going], self.gen, logits.shape[-1])
         if len(going) < len(units):
             logits = logits[mx.array(at)]
@@ -294,7 +293,6 @@ class GreedySearch:
         tokens = np.array(mx.argmax(logits, axis=-1)).astype(np.int64)  # the one sync of the step
         self.sequences[going, self.lengths[going]] = tokens
         self.lengths[going] += 1
-        self.steps[going] += 1
         self.done[going] = (tokens == self.gen.eos_token_id) | (self.lengths[going] >= self.gen.max_length)
         return self.done[units]
 

@@ -14,7 +14,7 @@ import numpy as np
 from .generate import DecodeStats, generate, mean_token_probability
 from .image_processing import ImageInput
 from .loading import DEFAULT_MODEL, Checkpoint, load_checkpoint
-from .scheduler import SCHEDULERS, ContinuousDecoder
+from .scheduler import ContinuousDecoder, check_batch_size, check_scheduler
 from .text import post_process
 
 
@@ -59,11 +59,9 @@ class MangaOcrProcessor:
         device: mx.Device | None = None,
         scheduler: str = "continuous",
     ):
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
         self.checkpoint = checkpoint
         self.compile_step = compile_step
-        self.scheduler = scheduler
+        self.scheduler = check_scheduler(scheduler)
         self.stats = DecodeStats()  # decoder work done so far, counted in row-steps
         self.device = device
         self.model = checkpoint.model
@@ -96,9 +94,7 @@ class MangaOcrProcessor:
     ) -> Iterator[tuple[list[int], float | None]]:
         """(ids, confidence) for every image of ``chunks`` (preprocessed pixels, at most
         ``batch_size`` images each), in input order, decoded by ``scheduler``."""
-        scheduler = scheduler or self.scheduler
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+        scheduler = check_scheduler(scheduler or self.scheduler)
         settings = self.config.generation.updated(**decoding)
         if scheduler == "static":
             for pixels in chunks:
@@ -153,7 +149,7 @@ class MangaOcrProcessor:
     ) -> Iterator[Recognition]:
         """Recognitions, in input order, of preprocessed pixels that come in chunks of at most
         ``batch_size`` images (B, H, W, 3); each chunk is read when the decoder has room for it."""
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         for ids, score in self._decode_chunks(chunks, decoding, batch_size, scheduler, confidence=True):
             yield Recognition(self.decode(ids), ids, score)
 
@@ -162,7 +158,7 @@ class MangaOcrProcessor:
     ) -> list[Recognition]:
         """Texts, ids and confidences for preprocessed pixels (B, H, W, 3), ``batch_size`` at a
         time (default: all of them together) through ``scheduler`` (default: the processor's)."""
-        batch_size = _check_batch_size(len(pixels) if batch_size is None else batch_size)
+        batch_size = check_batch_size(len(pixels) if batch_size is None else batch_size)
         pixels = np.asarray(pixels)
         chunks = (pixels[start : start + batch_size] for start in range(0, len(pixels), batch_size))
         return list(self.recognize_stream(chunks, batch_size, scheduler, **decoding))
@@ -171,7 +167,7 @@ class MangaOcrProcessor:
         self, images: list[ImageInput], batch_size: int = 16, scheduler: str | None = None, **decoding
     ) -> list[Recognition]:
         """Like ``process_images``, with the token ids and a confidence score per image."""
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         return list(self.recognize_stream(self._pixel_chunks(images, batch_size), batch_size, scheduler, **decoding))
 
     def generate_ids(self, images: list[ImageInput], **decoding) -> list[list[int]]:
@@ -202,7 +198,7 @@ class MangaOcrProcessor:
         ``batch_size`` images decode together: with the ``"continuous"`` scheduler each row takes
         the next image as soon as its image is done; with ``"static"`` each batch of
         ``batch_size`` runs to its longest image. Either way every image gets the ids it gets alone."""
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         chunks = self._pixel_chunks(images, batch_size)
         for ids, _ in self._decode_chunks(chunks, decoding, batch_size, scheduler, confidence=False):
             yield ids
@@ -220,12 +216,6 @@ class MangaOcrProcessor:
     ) -> list[str]:
         """OCR many images, ``batch_size`` at a time (see ``iter_images``); the texts in input order."""
         return list(self.iter_images(images, batch_size=batch_size, scheduler=scheduler, **decoding))
-
-
-def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    return batch_size
 
 
 def load_mlx_processor(

@@ -29,6 +29,18 @@ from .model import MangaOcrModel
 SCHEDULERS = ("continuous", "static")
 
 
+def check_scheduler(scheduler: str) -> str:
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    return scheduler
+
+
+def check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    return batch_size
+
+
 class ContinuousDecoder:
     """Decodes images fed in micro-batches with ``batch_size`` units kept busy.
 
@@ -47,8 +59,7 @@ class ContinuousDecoder:
         confidence: bool = False,
         stats: DecodeStats | None = None,
     ):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        check_batch_size(batch_size)
         self.model, self.gen, self.compiled, self.confidence = model, gen, compiled, confidence
         self.stats = stats if stats is not None else DecodeStats()
         self.units = batch_size
@@ -125,7 +136,7 @@ class ContinuousDecoder:
         rows = self._rows(active)
         tokens = np.full(self.units * self.beams, self.pad, dtype=np.int64)
         tokens[rows] = self.search.tokens(active)
-        self.stepper.position[np.setdiff1d(np.arange(len(tokens)), rows)] = 0  # idle rows stay at 0
+        self.stepper.position[self._rows(np.flatnonzero(self.owner < 0))] = 0  # idle rows stay at 0
         logits = self.stepper(tokens)
         if len(rows) < len(tokens):
             logits = logits[mx.array(rows)]
@@ -134,14 +145,12 @@ class ContinuousDecoder:
             order = np.arange(len(tokens))
             order[rows] = self.search.sources
             self.stepper.reorder(order)
-        self.stats.steps += 1
-        self.stats.row_steps += len(tokens)
         finished = active[done]
+        needed = int(self.search.steps[finished].sum()) * self.beams
+        self.stats.count(steps=1, rows=len(tokens), needed=needed, images=len(finished))
         if not len(finished):
             return []
         ids = [self.search.result(u) for u in finished]
-        self.stats.images += len(finished)
-        self.stats.needed_row_steps += int(self.search.steps[finished].sum()) * self.beams
         if self.confidence:
             scores = mean_token_probability(self.model, self.stepper.cross(finished * self.beams), ids)
         else:

@@ -18,6 +18,7 @@ from PIL import Image
 from ..detection.detector import Detector, load_detector
 from ..image_processing import ImageInput, load_rgb
 from ..processor import MangaOcrProcessor, load_mlx_processor
+from ..scheduler import check_batch_size
 from .boxes import BoxRules, TextBox, text_boxes
 from .crops import font_size, grow, is_vertical, split_long
 from .page import Block, Page
@@ -100,8 +101,7 @@ class PageReader:
         """Pages from any iterable, ``batch_size`` pages at a time: their detector inputs run as
         batches, then all their crops go through the OCR ``batch_size`` at a time. Yields pages in
         order. A page that cannot be read raises ``InvalidImageError`` before its group's model work."""
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        check_batch_size(batch_size)
         group: list[Image.Image] = []
         for image in images:
             group.append(load_rgb(image))
