@@ -4,7 +4,11 @@
     mlx-mangaocr --watch DIR [--output FILE]      # OCR images as they appear in DIR
     mlx-mangaocr --clipboard                      # OCR images copied to the clipboard, copy the text back
     mlx-mangaocr --pages PAGE_OR_DIR... [--detector D] [--draw DIR] [--json | --jsonl]   # whole pages
-    mlx-mangaocr --mokuro VOLUME...               # volumes (folders, .cbz, .zip) -> VOLUME.mokuro
+    mlx-mangaocr --mokuro LIBRARY_OR_VOLUME...    # volumes (folders, .cbz, .zip) -> VOLUME.mokuro
+    mlx-mangaocr CROPS... --jsonl --output FILE   # resumable; FILE written in input order at the end
+
+Both last forms run unchanged under ``mlx.launch`` (several processes, one Mac or several): the
+work is split by rank and rank 0 assembles the outputs (see ``distributed``).
 
 Exit status: 0 when every image was read, 1 when some failed (each failure is reported and the
 others still run), 2 when nothing could run (no model, no clipboard, bad arguments).
@@ -22,25 +26,35 @@ from pathlib import Path
 
 import numpy as np
 
+from .distributed import DistributedError, Ranks
 from .errors import InvalidImageError, MangaOcrError
 from .watch import image_files
 
 
 class Progress:
-    """A one-line progress bar on stderr."""
+    """Progress on stderr: a one-line bar, or (``lines``, for ranks sharing a terminal) a line every
+    ``every`` seconds and one at the end."""
 
-    def __init__(self, total: int, enabled: bool, unit: str = "images", label: str = ""):
+    def __init__(self, total: int, enabled: bool, unit: str = "images", label: str = "", lines: bool = False,
+                 every: float = 10.0):  # fmt: skip
         self.total, self.enabled, self.done, self.start = total, enabled, 0, time.perf_counter()
-        self.unit, self.label = unit, label
+        self.unit, self.label, self.lines, self.every, self.shown = unit, label, lines, every, self.start
         self.rate_unit = "img/s" if unit == "images" else f"{unit}/s"
 
     def advance(self, count: int) -> None:
         self.done += count
         if not self.enabled:
             return
+        now = time.perf_counter()
+        rate = self.done / max(now - self.start, 1e-9)
+        if self.lines:
+            if self.done >= self.total or now - self.shown >= self.every:
+                self.shown = now
+                print(f"{self.label}{self.done}/{self.total} {self.unit}, {rate:.2f} {self.rate_unit}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            return
         width = 30
         filled = width * self.done // max(self.total, 1)
-        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
         bar = "#" * filled + "-" * (width - filled)
         sys.stderr.write(f"\r{self.label}[{bar}] {self.done}/{self.total} {self.unit}, {rate:.2f} {self.rate_unit}")
         if self.done >= self.total:
@@ -192,8 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--left-to-right", action="store_true", help="--pages/--mokuro: western reading order (default: manga's)"
     )
-    parser.add_argument("--force", action="store_true", help="--mokuro: read volumes that already have a .mokuro")
-    parser.add_argument("--output", metavar="FILE", help="append results to FILE instead of printing them")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="--mokuro: read volumes that already have a .mokuro; --jsonl --output: read crops FILE already has",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write results to FILE instead of printing them: with --jsonl, resumable (crops FILE has are "
+        "skipped) and written in input order at the end; otherwise appended as they come",
+    )
     parser.add_argument("--interval", type=float, default=0.5, help="--watch/--clipboard: seconds between looks")
     parser.add_argument(
         "--limit", type=int, help="--watch/--clipboard: stop after this many images read (default: never)"
@@ -220,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{flag} goes with --pages or --mokuro")
     if args.draw and not args.pages:
         parser.error("--draw goes with --pages")
-    if args.force and not args.mokuro:
-        parser.error("--force goes with --mokuro")
+    jsonl_job = bool(args.inputs and args.fmt == "jsonl" and args.output and not args.pages)
+    if args.force and not (args.mokuro or jsonl_job):
+        parser.error("--force goes with --mokuro or with crops and --jsonl --output FILE")
     if args.mokuro and (args.fmt or args.output):
         parser.error("--mokuro writes VOLUME.mokuro files; --json, --jsonl and --output do not apply")
     if args.watch and not Path(args.watch).is_dir():
@@ -236,17 +260,41 @@ def main(argv: list[str] | None = None) -> int:
         except MangaOcrError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    try:
+        ranks = Ranks.init()
+    except DistributedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if ranks.size > 1 and not (args.mokuro or jsonl_job):
+        print(
+            f"error: under mlx.launch ({ranks.size} ranks) only --mokuro and crops with --jsonl --output FILE split "
+            "the work; run other modes as one process",
+            file=sys.stderr,
+        )
+        return 2
+    if jsonl_job and (Path(args.output).is_dir() or not Path(args.output).absolute().parent.is_dir()):
+        print(f"error: --output {args.output}: not a file in an existing folder", file=sys.stderr)
+        return 2
     decoding = {"num_beams": 1} if args.decoding == "greedy" else {}
     if paged:
         from .pages.cli import run_pages
 
-        return run_pages(args, decoding)
+        return run_pages(args, decoding, ranks)
     try:
         processor = _load(args.model)
     except MangaOcrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     processor.scheduler = args.scheduler or processor.scheduler
+    if jsonl_job:
+        try:
+            return _run_jsonl_job(processor, args, decoding, ranks)
+        except DistributedError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: the crops read so far are kept in {args.output}.parts", file=sys.stderr)
+            return 130
     stream = open(args.output, "a", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
         if args.inputs:
@@ -268,6 +316,72 @@ def _run_files(processor, args, decoding: dict, stream) -> int:
     recognize_files(processor, paths, args.batch_size, decoding, out.emit, Progress(len(paths), show))
     out.close()
     return 1 if out.failed else 0
+
+
+def _settings(args, decoding: dict) -> str:
+    """What a result depends on: the model (a resolved folder, or a hub id) and the decoding."""
+    model = str(Path(args.model).resolve()) if args.model and Path(args.model).exists() else args.model or "default"
+    return json.dumps({"ocr": model, "decoding": decoding}, sort_keys=True)
+
+
+def _run_jsonl_job(processor, args, decoding: dict, ranks: Ranks) -> int:
+    """Crops to ``--jsonl --output FILE``, split over the ranks, resumable (see ``jsonl_parts``)."""
+    from .jsonl_parts import JsonlParts
+
+    began = time.perf_counter()
+    paths, errors = expand_inputs(args.inputs)
+    paths = list(dict.fromkeys(paths))  # a crop given twice is read once
+    job = JsonlParts(args.output, _settings(args, decoding))
+    ranks.check_shared([job.output.absolute().parent])
+    if ranks.rank == 0:
+        message = job.prepare()
+        if message:
+            print(message, file=sys.stderr, flush=True)
+    ranks.barrier()  # the parts are ready before anyone reads them
+    done = job.done(args.force)
+    todo = [p for p in paths if p not in done]
+    ranks.agree("the crops left to read", "\n".join(todo))  # every rank has read the parts: now they may grow
+    mine = ranks.take(todo)
+    failed = 0
+    with job.open_part(ranks.rank) as part:
+        if ranks.rank == 0:
+            for record in errors:  # inputs that are not crops (a folder without images)
+                print(f"error: {record['error']}", file=sys.stderr, flush=True)
+                job.append(part, record)
+
+        def emit(record: dict) -> None:
+            nonlocal failed
+            if "error" in record:
+                failed += 1
+                print(f"error: {record['error']}", file=sys.stderr, flush=True)
+            job.append(part, record)
+            ranks.wrote()
+
+        several = ranks.size > 1
+        show = args.progress if args.progress is not None else several or (len(mine) > 1 and sys.stderr.isatty())
+        label = f"{ranks.label}: " if several else ""
+        progress = Progress(len(mine), show, label=label, lines=several)
+        recognize_files(processor, mine, args.batch_size, decoding, emit, progress)
+    counts = ranks.gather([len(mine) - failed, failed])  # also the barrier: every part is complete
+    if ranks.rank != 0:
+        return 1 if failed else 0
+    merged = job.merge([r["path"] for r in errors] + paths, args.force)
+    if merged.missing:
+        raise DistributedError(
+            f"{len(merged.missing)} crop(s) have no result in {job.folder} (first: {merged.missing[0]}); "
+            "the parts are kept: run the command again"
+        )
+    job.finish(merged)
+    read, bad = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    per_rank = "; ".join(f"rank {r}: {c[0]} read, {c[1]} failed" for r, c in enumerate(counts))
+    print(
+        f"{job.output}: {len(paths)} crops ({read} read now, {len(paths) - len(todo)} done before, {bad} failed"
+        f"{', ' + str(len(errors)) + ' input(s) without images' if errors else ''}) by {ranks.size} rank(s) "
+        f"[{per_rank}] in {time.perf_counter() - began:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1 if bad or errors else 0
 
 
 def _run_live(processor, args, decoding: dict, stream, clipboard) -> int:

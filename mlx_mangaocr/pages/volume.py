@@ -2,7 +2,8 @@
 
 A volume is a folder of page images (searched recursively) or a ``.cbz``/``.zip`` of them; its
 pages are the files with suffix ``.jpg .jpeg .png .webp .avif``, in natural sort order (``2.jpg``
-before ``10.jpg``). ``VOLUME.mokuro`` is written beside the volume.
+before ``10.jpg``). ``VOLUME.mokuro`` is written beside the volume. A folder with no page images
+directly in it is a library: its volumes are found by ``find_volumes``.
 
 Resume: each page's result is written, as soon as it is read, to ``VOLUME.mokuro-cache/`` beside
 the volume: one small JSON file per page, written to a temporary name and renamed, so a kill leaves
@@ -10,6 +11,9 @@ whole files only. An entry records the page's size and modification time (a zip 
 the reader's settings; a run reuses the entries that still match and reads the rest. The
 ``.mokuro`` is written to a temporary file and renamed; when every page was read the cache is
 removed. A page that cannot be read is reported and left out, and the cache keeps the others.
+
+Several ranks (``mlx.launch``, see ``distributed``) share a volume's pages left to read; each
+caches its own, and rank 0 writes the ``.mokuro`` once all are done.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ import re
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
+from ..distributed import Ranks
 from ..errors import InvalidImageError, MangaOcrError
 from ..image_processing import load_rgb
 from .page import MOKURO_VERSION, Page
@@ -115,6 +120,35 @@ class Volume:
             self._archive.close()
 
 
+def find_volumes(path: str | Path) -> list[Path]:
+    """The volumes ``path`` names: itself when it is a file (an archive) or a folder with page
+    images directly in it; any other folder is a library, and gives the volumes in it and its
+    subfolders (each by the same rule), in natural order. Raises ``VolumeError`` for a missing path
+    or a library without volumes."""
+    path = Path(path)
+    if not path.exists():
+        raise VolumeError(f"volume not found: {path}")
+    found = _volumes_in(path)
+    if not found:
+        raise VolumeError(f"no volumes in {path}: no page images ({' '.join(PAGE_SUFFIXES)}), .cbz or .zip in it")
+    return found
+
+
+def _volumes_in(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    children = sorted(path.iterdir(), key=lambda p: natural_key(p.name))
+    if any(c.suffix.lower() in PAGE_SUFFIXES and c.is_file() for c in children):
+        return [path]
+    found = []
+    for child in children:
+        if child.is_dir() and not child.name.startswith("."):
+            found += _volumes_in(child)
+        elif child.suffix.lower() in ARCHIVE_SUFFIXES and child.is_file():
+            found.append(child)
+    return found
+
+
 def _write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -187,19 +221,26 @@ def mokuro_document(volume: Volume, pages: dict[str, Page]) -> dict:
 
 @dataclass
 class VolumeResult:
-    path: Path | None  # the .mokuro written, or None when the volume could not be read
+    path: Path | None  # the .mokuro written (rank 0), or None
     pages: int = 0  # pages in the volume
-    read: int = 0  # pages read in this run
+    read: int = 0  # pages read in this run (by every rank)
     cached: int = 0  # pages taken from the cache
     failed: int = 0  # pages that could not be read (left out)
+    by_rank: list[list[int]] = field(default_factory=list)  # [read, failed] by each rank in this run
 
 
 def read_volume(reader, volume: Volume, settings: str, batch_size: int = 16,
-                report: Callable[[str], None] = print, progress: Callable[[int], None] | None = None,
+                report: Callable[[str], None] = print, progress=None, ranks: Ranks | None = None,
                 ) -> VolumeResult:  # fmt: skip
     """Read a volume's pages not yet cached, ``batch_size`` pages at a time, cache each, then write
-    its ``.mokuro``. ``report`` gets one message per page that could not be read; ``progress`` the
-    number of pages done (read, cached or failed) as they are."""
+    its ``.mokuro``. ``report`` gets one message per page that could not be read; ``progress`` (an
+    object with ``total`` and ``advance(count)``, such as the CLI's bar) the pages this rank is done
+    with (read, cached or failed) as they are.
+
+    With several ``ranks``, every rank calls this for the same volume: they agree on the pages left,
+    rank r reads its share of them into the cache, and after a barrier rank 0 writes the ``.mokuro``
+    from the cache (the other ranks return ``path=None``)."""
+    ranks = ranks or Ranks()
     cache = PageCache(volume, settings)
     result = VolumeResult(None, pages=len(volume.pages))
     done: dict[str, Page] = {}
@@ -211,20 +252,26 @@ def read_volume(reader, volume: Volume, settings: str, batch_size: int = 16,
         else:
             done[page] = cached
     result.cached = len(done)
-    if progress and done:
-        progress(len(done))
+    ranks.agree(f"the pages of {volume.path} left to read", "\n".join(todo))  # before anyone writes
+    mine = ranks.take(todo)
+    if progress:
+        progress.total = len(mine) + (len(done) if ranks.size == 1 else 0)
+        if done and ranks.size == 1:
+            progress.advance(len(done))
 
     names: list[str] = []  # the pages handed to the reader, in order
+    failed = 0
 
     def readable() -> Iterator[Image.Image]:
-        for page in todo:
+        nonlocal failed
+        for page in mine:
             try:
                 image = volume.load(page)
             except InvalidImageError as e:
-                result.failed += 1
+                failed += 1
                 report(str(e))
                 if progress:
-                    progress(1)
+                    progress.advance(1)
                 continue
             names.append(page)
             yield image
@@ -232,9 +279,25 @@ def read_volume(reader, volume: Volume, settings: str, batch_size: int = 16,
     for i, read in enumerate(reader.read_pages(readable(), batch_size)):  # the reader groups the pages
         cache.put(names[i], read)
         done[names[i]] = read
-        result.read += 1
+        ranks.wrote()
         if progress:
-            progress(1)
+            progress.advance(1)
+    result.by_rank = ranks.gather([len(names), failed])  # also the barrier: every rank's pages are cached
+    result.read = sum(r[0] for r in result.by_rank)
+    result.failed = sum(r[1] for r in result.by_rank)
+    if ranks.rank != 0:
+        return result
+    for page in todo:
+        if page not in done:
+            found = cache.get(page)  # read by another rank
+            if found is not None:
+                done[page] = found
+    missing = len(volume.pages) - len(done)
+    if missing != result.failed:
+        raise VolumeError(
+            f"{volume.cache_folder}: {missing - result.failed} page(s) the other ranks read are not in the cache; "
+            "every host needs the volume at the same path, on storage they share. Run the command again"
+        )
     document = mokuro_document(volume, done)
     _write_atomic(volume.mokuro_path, json.dumps(document, ensure_ascii=False))
     result.path = volume.mokuro_path
