@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from mlx_mangaocr.detection.postprocess import Detection
+from mlx_mangaocr.ocr.processor import Recognition
 from mlx_mangaocr.pages import PageReader
-from mlx_mangaocr.processor import Recognition
 
 from .detect import TorchDetector
 from .sides import TorchSide

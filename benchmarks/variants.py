@@ -27,7 +27,7 @@ def run(model: str, image_paths: list[str], mode: str) -> dict:
     from mlx_mangaocr import load_mlx_processor  # isort: skip  (loads OpenBLAS before MLX)
     import mlx.core as mx  # isort: skip
 
-    from mlx_mangaocr.generate import generate
+    from mlx_mangaocr.ocr.generate import generate
 
     processor = load_mlx_processor(model)
     settings = processor.generation_config.updated(**MODES[mode])

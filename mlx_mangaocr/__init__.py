@@ -13,9 +13,9 @@ load_openblas()  # must run before the first `import mlx`
 from .detection import Detection, Detector, load_detector  # noqa: E402
 from .dropin import MangaOcr  # noqa: E402
 from .errors import InvalidImageError, MangaOcrError, ModelLoadError  # noqa: E402
+from .ocr.processor import MangaOcrProcessor, Recognition, load_mlx_processor  # noqa: E402
+from .ocr.text import post_process  # noqa: E402
 from .pages import Block, Page, PageReader, load_page_reader  # noqa: E402
-from .processor import MangaOcrProcessor, Recognition, load_mlx_processor  # noqa: E402
-from .text import post_process  # noqa: E402
 
 __all__ = [
     "Block",

@@ -146,7 +146,7 @@ def recognize_files(processor, paths: list, batch_size: int, decoding: dict, emi
 
 def _load(model: str | None):
     from .model_cache import default_model_folder
-    from .processor import load_mlx_processor
+    from .ocr.processor import load_mlx_processor
 
     return load_mlx_processor(model if model else default_model_folder())
 
@@ -373,11 +373,10 @@ def _run_jsonl_job(processor, args, decoding: dict, ranks: Ranks) -> int:
         )
     job.finish(merged)
     read, bad = sum(c[0] for c in counts), sum(c[1] for c in counts)
-    per_rank = "; ".join(f"rank {r}: {c[0]} read, {c[1]} failed" for r, c in enumerate(counts))
     print(
         f"{job.output}: {len(paths)} crops ({read} read now, {len(paths) - len(todo)} done before, {bad} failed"
-        f"{', ' + str(len(errors)) + ' input(s) without images' if errors else ''}) by {ranks.size} rank(s) "
-        f"[{per_rank}] in {time.perf_counter() - began:.1f} s",
+        f"{', ' + str(len(errors)) + ' input(s) without images' if errors else ''}) {ranks.summary(counts)} "
+        f"in {time.perf_counter() - began:.1f} s",
         file=sys.stderr,
         flush=True,
     )

@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 
 from . import hub
+from .checkpoints import DTYPES, read_json, resolve_source
 from .errors import MangaOcrError, ModelLoadError
-from .loading import DEFAULT_MODEL, DTYPES, load_checkpoint, read_json, resolve_source, save_checkpoint
-from .model import QUANT_BITS, QUANT_GROUP_SIZES
 from .model_cache import cache_folder
+from .ocr.loading import DEFAULT_MODEL, load_checkpoint, save_checkpoint
+from .ocr.model import QUANT_BITS, QUANT_GROUP_SIZES
 
 
 def default_output(source: str, dtype: str, quantize: dict[str, int] | None = None) -> Path:

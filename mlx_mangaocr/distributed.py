@@ -128,6 +128,11 @@ class Ranks:
                 "inputs and outputs at the same paths, on storage they share (a network volume mounted at one path)"
             )
 
+    def summary(self, counts: list[list[int]]) -> str:
+        """``counts`` ([read, failed] by rank, from ``gather``) for rank 0's last line."""
+        per_rank = "; ".join(f"rank {r}: {c[0]} read, {c[1]} failed" for r, c in enumerate(counts))
+        return f"by {self.size} rank(s) [{per_rank}]"
+
     def wrote(self, count: int = 1) -> None:
         """Count results written; the test-only fault hook fires here."""
         self.written += count

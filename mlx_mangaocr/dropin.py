@@ -16,11 +16,11 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from .image_processing import ImageInput
-from .loading import DEFAULT_MODEL
+from .images import ImageInput
 from .model_cache import default_model_folder
-from .processor import load_mlx_processor
-from .text import post_process
+from .ocr.loading import DEFAULT_MODEL
+from .ocr.processor import load_mlx_processor
+from .ocr.text import post_process
 
 __all__ = ["MangaOcr", "post_process"]
 
@@ -47,7 +47,7 @@ class MangaOcr:
     An instance may be shared by threads.
 
     Attributes, with their MLX meaning:
-      - ``model``: the MLX model (``mlx_mangaocr.model.MangaOcrModel``, an ``mlx.nn.Module``), not
+      - ``model``: the MLX model (``mlx_mangaocr.ocr.model.MangaOcrModel``, an ``mlx.nn.Module``), not
         a torch module;
       - ``processor``: the image preprocessing; ``mocr.processor(image)`` gives (H, W, 3) float32
         pixels as a NumPy array (upstream: a transformers image processor giving torch tensors);

@@ -15,9 +15,10 @@ with other settings are discarded. ``--force`` reads every crop again, whatever 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .atomic_files import write_atomic
 
 
 @dataclass
@@ -48,15 +49,6 @@ def read_records(path: Path) -> list[tuple[str, dict | None]]:
             record = None
         out.append((line, record))
     return out
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class JsonlParts:
@@ -90,7 +82,7 @@ class JsonlParts:
             if stale:
                 message = f"{self.folder}: discarded {len(stale)} part file(s) made with other settings"
         if old != self.settings:
-            _write_atomic(stamp, self.settings)
+            write_atomic(stamp, self.settings)
         return message
 
     def done(self, force: bool = False) -> set[str]:
@@ -143,7 +135,7 @@ class JsonlParts:
     def finish(self, merged: Merged) -> None:
         """Write FILE, then remove the parts (a kill between the two leaves parts that the next run
         merges again to the same FILE)."""
-        _write_atomic(self.output, "".join(line + "\n" for line in merged.lines))
+        write_atomic(self.output, "".join(line + "\n" for line in merged.lines))
         for leftover in self.folder.iterdir():  # the parts, settings.json, a temporary file a kill left
             leftover.unlink()
         self.folder.rmdir()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import ModelLoadError
-from .loading import DEFAULT_MODEL, load_checkpoint, save_checkpoint
+from .ocr.loading import DEFAULT_MODEL, load_checkpoint, save_checkpoint
 
 
 def cache_root() -> Path:

@@ -14,7 +14,7 @@ import convert
 from benchmarks.synthetic import IMAGES
 from convert import main as convert_main
 from mlx_mangaocr import ModelLoadError, load_mlx_processor
-from mlx_mangaocr.loading import load_checkpoint
+from mlx_mangaocr.ocr.loading import load_checkpoint
 
 CONVERTED_FILES = {
     "model.safetensors",

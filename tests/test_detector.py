@@ -22,9 +22,9 @@ from PIL import Image
 from benchmarks.pages import make_page, make_webtoon
 from benchmarks.synthetic_detector import BASIC_DETECTOR, OPTIONS_DETECTOR
 from mlx_mangaocr import InvalidImageError, ModelLoadError, load_detector
+from mlx_mangaocr.checkpoints import read_weights
 from mlx_mangaocr.detection.loading import load_detector_checkpoint
 from mlx_mangaocr.detection.postprocess import post_process
-from mlx_mangaocr.loading import read_weights
 
 PAGES = {
     "page": lambda: make_page(1).image,  # 1000x1400

@@ -15,8 +15,8 @@ from oracle import TorchStepper, generated_images, hf_generate, pixel_values, re
 
 from benchmarks.synthetic import IMAGES, Spec
 from mlx_mangaocr import MangaOcrProcessor, load_mlx_processor
-from mlx_mangaocr.config import GenerationConfig
-from mlx_mangaocr.generate import banned_ngram_tokens, beam_search, greedy_search
+from mlx_mangaocr.ocr.config import GenerationConfig
+from mlx_mangaocr.ocr.generate import banned_ngram_tokens, beam_search, greedy_search
 
 SETTINGS = [
     {"num_beams": 1},

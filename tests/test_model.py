@@ -15,9 +15,9 @@ import torch
 from oracle import U, assert_fp32_close, pixel_values, record
 
 from benchmarks.synthetic import IMAGES
-from mlx_mangaocr.config import GenerationConfig
-from mlx_mangaocr.generate import CompiledStepper
-from mlx_mangaocr.loading import read_weights
+from mlx_mangaocr.checkpoints import read_weights
+from mlx_mangaocr.ocr.config import GenerationConfig
+from mlx_mangaocr.ocr.generate import CompiledStepper
 
 
 @pytest.mark.parametrize("size", ["tiny", "full"])

@@ -8,7 +8,8 @@ from oracle import generated_images, pixel_values
 from PIL import Image
 
 from benchmarks.synthetic import IMAGES
-from mlx_mangaocr.image_processing import ImageProcessor, load_image
+from mlx_mangaocr.images import load_image
+from mlx_mangaocr.ocr.image_processing import ImageProcessor
 
 
 @pytest.mark.parametrize("path", IMAGES, ids=[p.name for p in IMAGES])

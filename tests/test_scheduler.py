@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from oracle import generated_images
 
-import mlx_mangaocr.generate as generate_module
+import mlx_mangaocr.ocr.generate as generate_module
 from benchmarks.synthetic import IMAGES
 from mlx_mangaocr import MangaOcrProcessor, load_mlx_processor
 

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import _from_dict
+from ..checkpoints import fields_from_dict
 from ..errors import ModelLoadError
 
 SUPPORTED_ACTIVATIONS = ("relu", "silu", "gelu")
@@ -33,7 +33,7 @@ class BackboneConfig:
         params = dict(params)
         if params.get("out_indices") is None and params.get("out_features"):
             params["out_indices"] = [int(name.removeprefix("stage")) for name in params["out_features"]]
-        return _from_dict(cls, {k: v for k, v in params.items() if v is not None})
+        return fields_from_dict(cls, {k: v for k, v in params.items() if v is not None})
 
     @property
     def out_channels(self) -> list[int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from ..image_processing import ImageInput
+from ..images import ImageInput
 from ..model_cache import converted_folder
 from .loading import DEFAULT_DETECTOR, DetectorCheckpoint, load_detector_checkpoint, save_detector_checkpoint
 from .model import DetectorOutput

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ModelLoadError
-from ..image_processing import ImageInput, load_rgb, rescale
+from ..images import ImageInput, load_rgb, rescale
 
 
 @dataclass
@@ -55,7 +55,7 @@ class DetectorImageProcessor:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> DetectorImageProcessor:
-        from ..loading import read_json
+        from ..checkpoints import read_json
 
         path = Path(folder) / "preprocessor_config.json"
         if not path.is_file():

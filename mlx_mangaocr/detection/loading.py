@@ -9,8 +9,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from .. import hub
-from ..errors import ModelLoadError
-from ..loading import (
+from ..checkpoints import (
     WEIGHT_FILES,
     cast_weights,
     check_weights,
@@ -19,6 +18,7 @@ from ..loading import (
     resolve_source,
     write_model_folder,
 )
+from ..errors import ModelLoadError
 from .config import DetectorConfig
 from .image_processing import DetectorImageProcessor
 from .model import DetectorModel

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..cli import Output, Progress, expand_inputs
 from ..distributed import DistributedError, Ranks
 from ..errors import InvalidImageError, MangaOcrError
-from ..image_processing import load_rgb
+from ..images import load_rgb
 from .reader import load_page_reader
 from .volume import Volume, VolumeError, find_volumes, read_volume
 
@@ -158,10 +158,9 @@ def _run_volumes(reader, args, decoding: dict, ranks: Ranks) -> int:
         finally:
             volume.close()
     if lead and (several or len(paths) > 1):
-        per_rank = "; ".join(f"rank {r}: {c[0]} read, {c[1]} failed" for r, c in enumerate(totals))
         print(
             f"done: {volumes} of {len(paths)} volume(s), {sum(c[0] for c in totals)} pages read, {cached} from the "
-            f"cache, {sum(c[1] for c in totals)} could not be read, by {ranks.size} rank(s) [{per_rank}] "
+            f"cache, {sum(c[1] for c in totals)} could not be read, {ranks.summary(totals)} "
             f"in {time.perf_counter() - began:.1f} s",
             file=sys.stderr,
             flush=True,

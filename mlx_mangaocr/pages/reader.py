@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 
 from ..detection.detector import Detector, load_detector
-from ..image_processing import ImageInput, load_rgb
-from ..processor import MangaOcrProcessor, load_mlx_processor
-from ..scheduler import check_batch_size
+from ..images import ImageInput, load_rgb
+from ..ocr.processor import MangaOcrProcessor, load_mlx_processor
+from ..ocr.scheduler import check_batch_size
 from .boxes import BoxRules, TextBox, text_boxes
 from .crops import font_size, grow, is_vertical, split_long
 from .page import Block, Page

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import uuid
 import zipfile
@@ -30,9 +29,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..atomic_files import write_atomic
 from ..distributed import Ranks
 from ..errors import InvalidImageError, MangaOcrError
-from ..image_processing import load_rgb
+from ..images import load_rgb
 from .page import MOKURO_VERSION, Page
 
 PAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".avif")
@@ -149,16 +149,6 @@ def _volumes_in(path: Path) -> list[Path]:
     return found
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class PageCache:
     """The per-page results of one volume, one JSON file per page (see the module docstring)."""
 
@@ -181,7 +171,7 @@ class PageCache:
     def put(self, page: str, result: Page) -> None:
         self.folder.mkdir(exist_ok=True)
         entry = {"page": page, "stamp": self.volume.stamp(page), "settings": self.settings, "result": result.to_dict()}
-        _write_atomic(self._file(page), json.dumps(entry, ensure_ascii=False))
+        write_atomic(self._file(page), json.dumps(entry, ensure_ascii=False))
 
     def clear(self) -> None:
         if self.folder.is_dir():
@@ -299,7 +289,7 @@ def read_volume(reader, volume: Volume, settings: str, batch_size: int = 16,
             "every host needs the volume at the same path, on storage they share. Run the command again"
         )
     document = mokuro_document(volume, done)
-    _write_atomic(volume.mokuro_path, json.dumps(document, ensure_ascii=False))
+    write_atomic(volume.mokuro_path, json.dumps(document, ensure_ascii=False))
     result.path = volume.mokuro_path
     if not result.failed:
         cache.clear()

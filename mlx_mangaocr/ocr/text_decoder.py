@@ -6,9 +6,9 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..layers import ACTIVATIONS, Dense, merge_heads, split_heads
 from .cache import CrossKV, FixedKVCache, KVCache
 from .config import TextConfig
-from .layers import ACTIVATIONS, Dense, merge_heads, split_heads
 
 
 class Embeddings(nn.Module):

@@ -11,8 +11,8 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ..images import ImageInput
 from .generate import DecodeStats, generate, mean_token_probability
-from .image_processing import ImageInput
 from .loading import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from .scheduler import ContinuousDecoder, check_batch_size, check_scheduler
 from .text import post_process

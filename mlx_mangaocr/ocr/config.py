@@ -10,7 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ModelLoadError
+from ..checkpoints import fields_from_dict
+from ..errors import ModelLoadError
 
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
@@ -27,12 +28,6 @@ GENERATION_KEYS = (
     "length_penalty",
     "early_stopping",
 )
-
-
-def _from_dict(cls, params: dict[str, Any]):
-    """Build a dataclass from a dict, ignoring keys it does not know (as mlx-lm's ModelArgs)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in params.items() if k in names})
 
 
 @dataclass
@@ -57,7 +52,7 @@ class VisionConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> VisionConfig:
-        return _from_dict(cls, params)
+        return fields_from_dict(cls, params)
 
 
 @dataclass
@@ -79,7 +74,7 @@ class TextConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> TextConfig:
-        return _from_dict(cls, params)
+        return fields_from_dict(cls, params)
 
 
 @dataclass
@@ -99,7 +94,7 @@ class GenerationConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> GenerationConfig:
-        return _from_dict(cls, {k: v for k, v in params.items() if v is not None})
+        return fields_from_dict(cls, {k: v for k, v in params.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jaconv
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 DEFAULT_SPECIAL_TOKENS = {

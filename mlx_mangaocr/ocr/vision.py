@@ -5,8 +5,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..layers import ACTIVATIONS, Dense, attention, merge_heads, split_heads
 from .config import VisionConfig
-from .layers import ACTIVATIONS, Dense, attention, merge_heads, split_heads
 
 
 class PatchEmbeddings(nn.Module):
