@@ -29,7 +29,7 @@ def default_output(source: str, dtype: str, quantize: dict[str, int] | None = No
 
 def model_kind(source: str | Path) -> str:
     """ "ocr" or "detector", from the source's ``config.json`` (fetched alone for a hub id)."""
-    folder = resolve_source(source, fetch=lambda repo: hub.download(repo, ("config.json",)))
+    folder = resolve_source(source, fetch=lambda repo: hub.download(repo, ("config.json",)), example=DEFAULT_MODEL)
     if not (folder / "config.json").is_file():
         raise ModelLoadError(f"{folder} has no config.json: not a model folder")
     model_type = read_json(folder / "config.json").get("model_type")
