@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     if jsonl_job:
         try:
             return _run_jsonl_job(processor, args, decoding, ranks)
-        except DistributedError as e:
+        except MangaOcrError as e:  # the ranks disagree or cannot see each other's files; FILE is not JSONL
             print(f"error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic_files import write_atomic
+from .errors import MangaOcrError
 
 
 @dataclass
@@ -37,6 +38,8 @@ def read_records(path: Path) -> list[tuple[str, dict | None]]:
         data = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
+    except UnicodeDecodeError as e:
+        raise MangaOcrError(f"{path} is not a JSON Lines file (not UTF-8 text: {e}); give another --output") from None
     out = []
     for line in data.split("\n")[:-1]:  # the piece after the last newline is incomplete (or empty)
         if not line.strip():
@@ -67,7 +70,9 @@ class JsonlParts:
 
     def prepare(self) -> str | None:
         """Rank 0, before the others look: make the parts folder; discard parts made with other
-        settings. Returns a message when it discarded some."""
+        settings. Returns a message when it discarded some. Raises ``MangaOcrError``, having made
+        nothing, when FILE exists and is not a JSON Lines file."""
+        read_records(self.output)
         self.folder.mkdir(parents=True, exist_ok=True)
         stamp = self.folder / "settings.json"
         try:

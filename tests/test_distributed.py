@@ -125,6 +125,11 @@ def test_jsonl_output_resumes_in_one_process(tiny, tmp_path, capsys):
     assert strip == [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in first.splitlines()]
     assert main([str(crops), "--jsonl", "--output", str(tmp_path / "no" / "such" / "f.jsonl")]) == 2
     assert "not a file in an existing folder" in capsys.readouterr().err
+    picture = tmp_path / "picture.png"
+    shutil.copy(IMAGES[0], picture)  # --output given a file that is not JSONL: refused, left as it was
+    assert main([str(crops), "--model", str(tiny.folder), "--jsonl", "--output", str(picture)]) == 2
+    assert "is not a JSON Lines file" in capsys.readouterr().err
+    assert picture.read_bytes() == Path(IMAGES[0]).read_bytes() and not (tmp_path / "picture.png.parts").exists()
 
 
 # --- real runs under mlx.launch ----------------------------------------------------------------
