@@ -160,7 +160,8 @@ def test_no_clipboard_gives_a_clear_message(tiny, tmp_path, monkeypatch, capsys)
 def test_default_model_is_converted_on_first_use(tiny, tmp_path, monkeypatch, capsys):
     """No --model: the cache folder's model; missing, kha-white/manga-ocr-base is converted into it
     (through the hub code path, served here from a folder), and offline it says what to run."""
-    from mlx_mangaocr import loading, model_cache
+    from mlx_mangaocr import model_cache
+    from mlx_mangaocr.ocr import loading
 
     monkeypatch.setenv("MLX_MANGAOCR_HOME", str(tmp_path / "home"))
     target = tmp_path / "home" / "manga-ocr-base"
