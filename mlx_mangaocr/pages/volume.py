@@ -242,7 +242,7 @@ def read_volume(reader, volume: Volume, settings: str, batch_size: int = 16,
         else:
             done[page] = cached
     result.cached = len(done)
-    ranks.agree(f"the pages of {volume.path} left to read", "\n".join(todo))  # before anyone writes
+    ranks.agree(f"the pages of {volume.path} left to read", "\n".join([str(volume.path), *todo]))  # before writes
     mine = ranks.take(todo)
     if progress:
         progress.total = len(mine) + (len(done) if ranks.size == 1 else 0)
