@@ -318,10 +318,14 @@ def _run_files(processor, args, decoding: dict, stream) -> int:
     return 1 if out.failed else 0
 
 
+def model_source(source: str | None) -> str:
+    """A ``--model``/``--detector`` value as saved results record it: a resolved folder, a hub id, or "default"."""
+    return str(Path(source).resolve()) if source and Path(source).exists() else (source or "default")
+
+
 def _settings(args, decoding: dict) -> str:
-    """What a result depends on: the model (a resolved folder, or a hub id) and the decoding."""
-    model = str(Path(args.model).resolve()) if args.model and Path(args.model).exists() else args.model or "default"
-    return json.dumps({"ocr": model, "decoding": decoding}, sort_keys=True)
+    """What a result depends on: the model and the decoding."""
+    return json.dumps({"ocr": model_source(args.model), "decoding": decoding}, sort_keys=True)
 
 
 def _run_jsonl_job(processor, args, decoding: dict, ranks: Ranks) -> int:

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli import Output, Progress, expand_inputs
+from ..cli import Output, Progress, expand_inputs, model_source
 from ..distributed import DistributedError, Ranks
 from ..errors import InvalidImageError, MangaOcrError
 from ..images import load_rgb
@@ -17,14 +17,10 @@ from .volume import Volume, VolumeError, find_volumes, read_volume
 
 def _settings(args, decoding: dict) -> str:
     """What a cached page depends on: the models (resolved folders or hub ids) and the options."""
-
-    def where(source):
-        return str(Path(source).resolve()) if source and Path(source).exists() else (source or "default")
-
     return json.dumps(
         {
-            "ocr": where(args.model),
-            "detector": where(args.detector),
+            "ocr": model_source(args.model),
+            "detector": model_source(args.detector),
             "left_to_right": args.left_to_right,
             "decoding": decoding,
         },  # fmt: skip
