@@ -213,7 +213,9 @@ def test_two_ranks_crops_equal_one_process_and_survive_a_killed_rank(tiny, tmp_p
     assert len(reference) == count and "error" in reference[-1], log
     assert f"({count - 1} read now, 0 done before, 1 failed) by 1 rank(s)" in log, log
 
-    log, two_seconds = launch(2, str(crops), *common, "--jsonl", "--output", str(tmp_path / "two.jsonl"))
+    shown = [a for a in common if a != "--no-progress"]  # each rank's progress line (stderr is no terminal)
+    log, two_seconds = launch(2, str(crops), *shown, "--jsonl", "--output", str(tmp_path / "two.jsonl"))
+    assert "rank 0/2: 8/8 images" in log and "rank 1/2: 7/7 images" in log, log  # the broken crop counts as done
     assert without_seconds(tmp_path / "two.jsonl") == reference, log
     assert not (tmp_path / "two.jsonl.parts").exists()
     shares = [int(x) for x in re.findall(r"rank \d: (\d+) read", log)]
