@@ -27,6 +27,36 @@ def fields_from_dict(cls, params: dict[str, Any]):
     return cls(**{k: v for k, v in params.items() if k in names})
 
 
+def check_positive_ints(where: str, values: dict[str, Any]) -> None:
+    """``ModelLoadError`` unless every value is a whole number >= 1 (a list: each of its items):
+    a size from ``config.json`` is checked before anything is built from it."""
+    for name, value in values.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, (list, tuple)) and not value:
+            raise ModelLoadError(f"config.json: {where}{name} must not be empty")
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+                raise ModelLoadError(f"config.json: {where}{name} must be a whole number >= 1, got {value!r}")
+
+
+def check_positive_numbers(where: str, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ModelLoadError(f"config.json: {where}{name} must be a number > 0, got {value!r}")
+
+
+def check_capacity(folder: Path, parameters: int, bytes_per_parameter: float) -> None:
+    """``ModelLoadError`` when the config implies more parameters (at least ``parameters``, at
+    ``bytes_per_parameter`` or more each) than the weight files can hold: a config that would
+    build a model far larger than its weights is refused before it is built."""
+    available = sum(f.stat().st_size for f in weight_files(folder))
+    if parameters * bytes_per_parameter > available:
+        raise ModelLoadError(
+            f"{folder / 'config.json'} describes a model of at least {parameters:,} parameters, more than the "
+            f"{available:,} bytes of weights in {folder} can hold: a wrong or corrupt config.json"
+        )
+
+
 def _looks_like_repo_id(text: str) -> bool:
     parts = text.split("/")
     return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
@@ -35,6 +65,10 @@ def _looks_like_repo_id(text: str) -> bool:
 def resolve_source(path_or_repo: str | Path, fetch: Callable[[str], Path], example: str) -> Path:
     """A local folder as it is, or a hub id downloaded (only the files needed: ``fetch(repo_id)``)
     to the HF cache; ``example`` is the hub id the error suggests."""
+    if not isinstance(path_or_repo, (str, Path)):
+        raise ModelLoadError(
+            f"a model is a folder or a hub id such as {example}, got {type(path_or_repo).__name__} {path_or_repo!r}"
+        )
     path = Path(path_or_repo).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -83,20 +117,39 @@ def _load_torch_bin(path: Path) -> dict[str, mx.array]:
     return out
 
 
-def read_weights(folder: Path) -> dict[str, mx.array]:
-    """Every tensor of the checkpoint, under its file names (not yet sanitized)."""
+def weight_files(folder: Path) -> list[Path]:
+    """The checkpoint's weight files: the shards a ``model.safetensors.index.json`` names (each
+    inside ``folder``), else ``model.safetensors``, else ``pytorch_model.bin``."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
-        weights: dict[str, mx.array] = {}
-        for shard in shards:
-            weights.update(_load_safetensors(folder / shard))
-        return weights
-    if (folder / "model.safetensors").is_file():
-        return _load_safetensors(folder / "model.safetensors")
-    if (folder / "pytorch_model.bin").is_file():
-        return _load_torch_bin(folder / "pytorch_model.bin")
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ModelLoadError(f"{index} has no weight_map")
+        inside = folder.resolve()
+        shards = []
+        for shard in sorted({str(s) for s in weight_map.values()}):
+            path = (folder / shard).resolve()
+            if not path.is_relative_to(inside):
+                raise ModelLoadError(f"{index} names a weights file outside the model folder: {shard!r}")
+            if not path.is_file():
+                raise ModelLoadError(f"{index} names {shard}, which is not in {folder}")
+            shards.append(path)
+        return shards
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return [folder / name]
     raise ModelLoadError(f"{folder} has no weights: expected model.safetensors or pytorch_model.bin")
+
+
+def read_weights(folder: Path) -> dict[str, mx.array]:
+    """Every tensor of the checkpoint, under its file names (not yet sanitized)."""
+    files = weight_files(folder)
+    if files[0].name == "pytorch_model.bin":
+        return _load_torch_bin(files[0])
+    weights: dict[str, mx.array] = {}
+    for shard in files:
+        weights.update(_load_safetensors(shard))
+    return weights
 
 
 def check_weights(model, weights: dict[str, mx.array]) -> None:

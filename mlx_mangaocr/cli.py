@@ -28,6 +28,9 @@ import numpy as np
 
 from .distributed import DistributedError, Ranks
 from .errors import InvalidImageError, MangaOcrError
+from .locks import LockedError, RunLock
+from .names import display_name
+from .pages.volume import MAX_MEMBER_BYTES
 from .watch import image_files
 
 
@@ -94,8 +97,8 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], list[dict]]:
         if path.is_dir():
             found = image_files(path)
             if not found:
-                errors.append({"path": item, "error": f"no image files in folder {item}"})
-            files += [str(p) for p in found]
+                errors.append({"path": display_name(item), "error": f"no image files in folder {display_name(item)}"})
+            files += [str(p) for p in found]  # names as the OS gives them; shown through display_name
         else:
             files.append(item)  # a missing file is reported when it is read
     return files, errors
@@ -106,7 +109,7 @@ def recognize_files(processor, paths: list, batch_size: int, decoding: dict, emi
     """OCR ``paths`` (or any image inputs, reported under ``names``), ``batch_size`` decoding
     together; an image that cannot be read is reported on its own and the others still run.
     Results come in input order; ``seconds`` is the average time per image so far."""
-    names = names or [str(p) for p in paths]
+    names = names or [display_name(p) if isinstance(p, (str, Path)) else str(p) for p in paths]
     pending: deque[tuple[str, str | None]] = deque()  # (name, error) in input order, not yet emitted
 
     def chunks():
@@ -217,6 +220,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="write results to FILE instead of printing them: with --jsonl, resumable (crops FILE has are "
         "skipped) and written in input order at the end; otherwise appended as they come",
     )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="--mokuro, --jsonl --output: wait this long for another run working on the same volume or FILE "
+        "(default: refuse at once, naming its lock file)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help="refuse images (pages, crops) larger than N pixels before decoding them (default: Pillow's "
+        "decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS, 89,478,485)",
+    )
+    parser.add_argument(
+        "--max-member-mb",
+        type=float,
+        default=MAX_MEMBER_BYTES / 2**20,
+        metavar="MB",
+        help=f"--mokuro: refuse an archive member that inflates to more than MB megabytes (default "
+        f"{MAX_MEMBER_BYTES // 2**20}); it bounds the memory one page can take before it is decoded",
+    )
     parser.add_argument("--interval", type=float, default=0.5, help="--watch/--clipboard: seconds between looks")
     parser.add_argument(
         "--limit", type=int, help="--watch/--clipboard: stop after this many images read (default: never)"
@@ -227,10 +253,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.max_pixels is None:
+        return _main(parser, args)
+    from PIL import Image
+
+    before, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, args.max_pixels
+    try:
+        return _main(parser, args)
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.interval <= 0:
         parser.error("--interval must be positive")
+    if not args.wait >= 0:
+        parser.error("--wait must be 0 or more seconds")
+    if not args.max_member_mb > 0:
+        parser.error("--max-member-mb must be positive")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        parser.error("--max-pixels must be at least 1")
     if (args.watch or args.clipboard) and args.inputs:
         parser.error("give images, or --watch DIR, or --clipboard, not several")
     if not (args.watch or args.clipboard or args.inputs):
@@ -248,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--force goes with --mokuro or with crops and --jsonl --output FILE")
     if args.mokuro and (args.fmt or args.output):
         parser.error("--mokuro writes VOLUME.mokuro files; --json, --jsonl and --output do not apply")
+    if args.wait and not (args.mokuro or jsonl_job):
+        parser.error("--wait goes with --mokuro or with crops and --jsonl --output FILE")
     if args.watch and not Path(args.watch).is_dir():
         print(f"error: --watch needs a folder: {args.watch}", file=sys.stderr)
         return 2
@@ -293,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print(f"\ninterrupted: the crops read so far are kept in {args.output}.parts", file=sys.stderr)
+            where = display_name(args.output)
+            print(f"\ninterrupted: the crops read so far are kept in {where}.parts", file=sys.stderr)
             return 130
     stream = open(args.output, "a", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
@@ -329,24 +376,46 @@ def _settings(args, decoding: dict) -> str:
 
 
 def _run_jsonl_job(processor, args, decoding: dict, ranks: Ranks) -> int:
-    """Crops to ``--jsonl --output FILE``, split over the ranks, resumable (see ``jsonl_parts``)."""
+    """Crops to ``--jsonl --output FILE``, split over the ranks, resumable (see ``jsonl_parts``).
+    One run at a time: rank 0 holds ``FILE.lock`` for the whole run."""
     from .jsonl_parts import JsonlParts
 
     began = time.perf_counter()
     paths, errors = expand_inputs(args.inputs)
     paths = list(dict.fromkeys(paths))  # a crop given twice is read once
+    names = {p: display_name(p) for p in paths}  # what FILE records it as
     job = JsonlParts(args.output, _settings(args, decoding))
     ranks.check_shared([job.output.absolute().parent])
+    lock = RunLock(job.lock_path, args.wait, display_name(job.output))
+    refused = ""
     if ranks.rank == 0:
-        message = job.prepare()
-        if message:
-            print(message, file=sys.stderr, flush=True)
-    ranks.barrier()  # the parts are ready before anyone reads them
+        try:
+            lock.acquire()
+            message = job.prepare()
+            if message:
+                print(message, file=sys.stderr, flush=True)
+        except (LockedError, MangaOcrError) as e:  # another run; FILE not JSONL; FILE.parts not a folder
+            refused = str(e)
+        except OSError as e:
+            refused = f"cannot write beside {display_name(job.output)}: {e.strerror or e}"
+    try:
+        if ranks.gather([int(bool(refused))])[0][0]:  # also the barrier: the parts are ready before anyone reads
+            if refused:
+                print(f"error: {refused}", file=sys.stderr, flush=True)
+            return 2
+        return _jsonl_work(processor, args, decoding, ranks, job, paths, names, errors, began)
+    finally:
+        lock.release()
+
+
+def _jsonl_work(processor, args, decoding: dict, ranks: Ranks, job, paths: list[str], names: dict[str, str],
+                errors: list[dict], began: float) -> int:  # fmt: skip
     done = job.done(args.force)
-    todo = [p for p in paths if p not in done]
-    ranks.agree("the crops left to read", "\n".join(todo))  # every rank has read the parts: now they may grow
+    todo = [p for p in paths if names[p] not in done]
+    ranks.agree("the crops left to read", "\n".join(names[p] for p in todo))  # every rank has read the parts
     mine = ranks.take(todo)
     failed = 0
+    write_error = ""
     with job.open_part(ranks.rank) as part:
         if ranks.rank == 0:
             for record in errors:  # inputs that are not crops (a folder without images)
@@ -365,22 +434,37 @@ def _run_jsonl_job(processor, args, decoding: dict, ranks: Ranks) -> int:
         show = args.progress if args.progress is not None else several or (len(mine) > 1 and sys.stderr.isatty())
         label = f"{ranks.label}: " if several else ""
         progress = Progress(len(mine), show, label=label, lines=several)
-        recognize_files(processor, mine, args.batch_size, decoding, emit, progress)
-    counts = ranks.gather([len(mine) - failed, failed])  # also the barrier: every part is complete
+        try:
+            recognize_files(processor, mine, args.batch_size, decoding, emit, progress, [names[p] for p in mine])
+        except OSError as e:  # a full disk, a part that cannot be written: what is written so far is whole
+            write_error = f"cannot write {display_name(job.part(ranks.rank))}: {e.strerror or e}"
+            print(f"error: {write_error}; the crops written so far are kept", file=sys.stderr, flush=True)
+    counts = ranks.gather([len(mine) - failed, failed, int(bool(write_error))])  # also the barrier
     if ranks.rank != 0:
-        return 1 if failed else 0
-    merged = job.merge([r["path"] for r in errors] + paths, args.force)
+        return 1 if failed or write_error else 0
+    if any(c[2] for c in counts):
+        print(f"error: {display_name(job.output)} is not written; run the command again to read what is missing",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return 1
+    merged = job.merge([r["path"] for r in errors] + [names[p] for p in paths], args.force)
     if merged.missing:
         raise DistributedError(
-            f"{len(merged.missing)} crop(s) have no result in {job.folder} (first: {merged.missing[0]}); "
+            f"{len(merged.missing)} crop(s) have no result in {display_name(job.folder)} (first: {merged.missing[0]}); "
             "the parts are kept: run the command again"
         )
-    job.finish(merged)
+    try:
+        leftover = job.finish(merged)
+    except OSError as e:
+        print(f"error: cannot write {display_name(job.output)}: {e.strerror or e}; the parts are kept: run the "
+              "command again", file=sys.stderr, flush=True)  # fmt: skip
+        return 1
+    if leftover:
+        print(leftover, file=sys.stderr, flush=True)
     read, bad = sum(c[0] for c in counts), sum(c[1] for c in counts)
     print(
-        f"{job.output}: {len(paths)} crops ({read} read now, {len(paths) - len(todo)} done before, {bad} failed"
-        f"{', ' + str(len(errors)) + ' input(s) without images' if errors else ''}) {ranks.summary(counts)} "
-        f"in {time.perf_counter() - began:.1f} s",
+        f"{display_name(job.output)}: {len(paths)} crops ({read} read now, {len(paths) - len(todo)} done before, "
+        f"{bad} failed{', ' + str(len(errors)) + ' input(s) without images' if errors else ''}) "
+        f"{ranks.summary(counts)} in {time.perf_counter() - began:.1f} s",
         file=sys.stderr,
         flush=True,
     )
@@ -407,7 +491,7 @@ def _run_live(processor, args, decoding: dict, stream, clipboard) -> int:
         from .watch import watch_folder
 
         print(f"watching {args.watch} for new images (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        watch_folder(args.watch, lambda path: read_one(path, str(path)), interval=args.interval, stop=stop)
+        watch_folder(args.watch, lambda path: read_one(path, display_name(path)), interval=args.interval, stop=stop)
     else:
         from .clipboard import watch_clipboard
 

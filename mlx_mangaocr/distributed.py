@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import MangaOcrError
+from .names import display_name
 
 T = TypeVar("T")
 
@@ -87,7 +88,7 @@ class Ranks:
         """Raise ``DistributedError`` on every rank unless every rank passes the same ``value``."""
         if self.size == 1:
             return
-        digest = hashlib.sha256(value.encode()).digest()[:16]
+        digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()[:16]
         words = [int.from_bytes(digest[i : i + 4], "little", signed=True) for i in range(0, 16, 4)]
         rows = self.gather(words)
         differ = [r for r, row in enumerate(rows) if row != rows[0]]
@@ -98,31 +99,34 @@ class Ranks:
             )
 
     def check_shared(self, folders: Iterable[Path]) -> None:
-        """Raise ``DistributedError`` unless every rank sees a file rank 0 writes in each folder
-        (the folders where results are written and assembled)."""
+        """Raise ``DistributedError`` unless every rank sees the files rank 0 writes in ``folders``
+        (where results are written and assembled). A folder rank 0 cannot write in is left out
+        here: what is to be written there fails on its own, as in a plain run."""
         if self.size == 1:
             return
         folders = sorted({Path(f).resolve() for f in folders})
         nonce = self.gather([int.from_bytes(os.urandom(4), "little", signed=True)])[0][0]  # rank 0's
         marks = [folder / f".mlx-mangaocr-shared-{nonce & 0xFFFFFFFF:08x}" for folder in folders]
-        error = ""
-        if self.rank == 0:
-            try:
-                for mark in marks:
-                    mark.write_text(self.host, encoding="utf-8")
-            except OSError as e:
-                error = f"rank 0 cannot write in {mark.parent}: {e}"
-        failed = self.gather([int(bool(error))])
-        if any(row[0] for row in failed):
-            raise DistributedError(error or "rank 0 cannot write where the results go")
-        unseen = [m.parent for m in marks if not m.exists()]
-        rows = self.gather([len(unseen)])
+        written = []
         if self.rank == 0:
             for mark in marks:
-                mark.unlink(missing_ok=True)
-        blind = [r for r, row in enumerate(rows) if row[0]]
+                try:
+                    mark.write_text(self.host, encoding="utf-8")
+                    written.append(True)
+                except OSError:
+                    written.append(False)
+        self.barrier()  # every mark is written before anyone looks
+        seen = written if self.rank == 0 else [m.exists() for m in marks]
+        digest = hashlib.sha256(bytes(seen)).digest()[:16]
+        rows = self.gather([int.from_bytes(digest[i : i + 4], "little", signed=True) for i in range(0, 16, 4)])
+        if self.rank == 0:
+            for mark, done in zip(marks, written, strict=True):
+                if done:
+                    mark.unlink(missing_ok=True)
+        blind = [r for r, row in enumerate(rows) if row != rows[0]]
         if blind:
-            where = f": {unseen[0]}" if unseen else ""
+            unseen = [m.parent for m, s in zip(marks, seen, strict=True) if not s]
+            where = f": {display_name(unseen[0])}" if unseen and self.rank in blind else ""
             raise DistributedError(
                 f"rank(s) {', '.join(map(str, blind))} do not see files rank 0 writes{where}. Every host needs the "
                 "inputs and outputs at the same paths, on storage they share (a network volume mounted at one path)"

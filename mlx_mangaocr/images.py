@@ -1,5 +1,8 @@
 """Reading images: paths, bytes, PIL images and NumPy arrays, with every check the README lists
-(missing, empty, not an image, truncated, over the pixel limit, wrong dtype or shape)."""
+(missing, unreadable, empty, not an image, truncated, over the pixel limit, wrong dtype or shape).
+
+Crops are read as upstream manga-ocr reads them (EXIF orientation not applied); pages read from
+files and bytes as mokuro and every image viewer show them (``load_page``: EXIF orientation applied)."""
 
 from __future__ import annotations
 
@@ -8,9 +11,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidImageError
+from .names import display_name
 
 ImageInput = str | Path | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
@@ -20,6 +24,21 @@ def max_pixels() -> int | None:
     limit, ``PIL.Image.MAX_IMAGE_PIXELS`` (89,478,485 by default; set it to raise or lift the
     limit). Pillow itself only warns up to twice that size; here anything above it is refused."""
     return Image.MAX_IMAGE_PIXELS
+
+
+def check_input_size(height, width) -> None:
+    """A model's input size from ``preprocessor_config.json``: whole numbers >= 1 whose product is
+    within the pixel limit, else ``ModelLoadError`` (before any image is resized to it)."""
+    from .errors import ModelLoadError
+
+    for value in (height, width):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelLoadError(f"preprocessor_config.json: the input size must be whole numbers >= 1, got {value!r}")
+    limit = max_pixels()
+    if limit and height * width > limit:
+        raise ModelLoadError(
+            f"preprocessor_config.json: an input of {height}x{width} is over the {limit:,}-pixel limit"
+        )
 
 
 def load_image(image: ImageInput) -> Image.Image:
@@ -38,14 +57,7 @@ def load_image(image: ImageInput) -> Image.Image:
             raise InvalidImageError("the image bytes are empty")
         return _open(io.BytesIO(bytes(image)), "the image bytes")
     if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.exists():
-            raise InvalidImageError(f"image file not found: {path}")
-        if path.is_dir():
-            raise InvalidImageError(f"expected an image file, got a directory: {path}")
-        if path.stat().st_size == 0:
-            raise InvalidImageError(f"image file is empty (0 bytes): {path}")
-        return _open(path, str(path))
+        return _open_path(Path(image))
     raise InvalidImageError(
         f"unsupported image input of type {type(image).__name__}: pass a path, bytes, a PIL image "
         "or a uint8 NumPy array"
@@ -65,10 +77,33 @@ def load_decoded(image: ImageInput) -> Image.Image:
     return img
 
 
-def load_rgb(image: ImageInput) -> Image.Image:
-    """``load_decoded``, then made RGB with PIL's ``convert`` (as transformers' RT-DETR processor
-    does), or ``InvalidImageError`` for a mode PIL cannot convert. Pages go through here."""
+ORIENTATION = 0x0112  # the EXIF tag
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation says (as viewers, browsers and OpenCV's imread show
+    it); the image itself when it has no orientation to apply (or an EXIF block PIL cannot parse)."""
+    try:
+        orientation = img.getexif().get(ORIENTATION, 1)
+    except Exception:  # a corrupt EXIF block: viewers ignore it too
+        return img
+    if orientation not in range(2, 9):
+        return img
+    try:
+        return ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise InvalidImageError(f"the image's EXIF orientation could not be applied: {e}") from None
+
+
+def load_page(image: ImageInput) -> Image.Image:
+    """A page: ``load_decoded``; read from a file or bytes, turned upright by its EXIF orientation
+    (a PIL image passed in is taken as it is: its EXIF may describe the file it came from, not its
+    pixels); then made RGB with PIL's ``convert`` (as transformers' RT-DETR processor does), or
+    ``InvalidImageError`` for a mode PIL cannot convert. Pages and the detector's inputs go through
+    here; crops do not."""
     img = load_decoded(image)
+    if not isinstance(image, Image.Image):
+        img = upright(img)
     if img.mode == "RGB":
         return img
     try:
@@ -77,9 +112,39 @@ def load_rgb(image: ImageInput) -> Image.Image:
         raise InvalidImageError(f"an image of mode {img.mode} cannot be made RGB: {e}") from None
 
 
+def check_many(images, method: str) -> None:
+    """``TypeError`` when a method that takes an iterable of images is given one image: a path
+    would otherwise be read as its characters, each a file name."""
+    if isinstance(images, (str, Path, bytes, bytearray, memoryview, Image.Image)):
+        raise TypeError(
+            f"{method} takes an iterable of images, got one {type(images).__name__}: pass [image] (or use the "
+            "single-image method)"
+        )
+
+
 def rescale(pixels: np.ndarray, factor: float) -> np.ndarray:
     """uint8 -> float32 as transformers' PIL backend does it: through float64."""
     return (pixels.astype(np.float64) * factor).astype(np.float32)
+
+
+def _open_path(path: Path) -> Image.Image:
+    name = display_name(path)
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise InvalidImageError(f"image file not found: {name}") from None
+    except OSError as e:  # a folder on the way that cannot be searched, a link loop, ...
+        raise InvalidImageError(f"cannot open {name}: {e.strerror or e}") from None
+    if path.is_dir():
+        raise InvalidImageError(f"expected an image file, got a directory: {name}")
+    if info.st_size == 0:
+        raise InvalidImageError(f"image file is empty (0 bytes): {name}")
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed below)
+    except OSError as e:  # no read permission: say so, not "corrupt"
+        raise InvalidImageError(f"cannot open {name}: {e.strerror or e}") from None
+    with f:
+        return _open(f, name)
 
 
 def _open(source, name: str) -> Image.Image:
@@ -98,8 +163,11 @@ def _open(source, name: str) -> Image.Image:
             return img.copy()  # the first frame of an animated image, as upstream reads it
     except InvalidImageError:
         raise
-    except Image.DecompressionBombError as e:
-        raise InvalidImageError(f"{name} is too large to decode safely: {e}") from None
+    except Image.DecompressionBombError as e:  # Pillow's own check, at twice the limit
+        raise InvalidImageError(
+            f"{name} is over the {max_pixels():,}-pixel limit (PIL.Image.MAX_IMAGE_PIXELS) that guards against "
+            f"decompression bombs: {e}"
+        ) from None
     except UnidentifiedImageError:
         raise InvalidImageError(f"{name} is not an image PIL can read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:

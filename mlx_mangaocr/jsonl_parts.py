@@ -9,7 +9,10 @@ it off before appending. Records of failures are kept in FILE, in their place, a
 the next run. Lines of FILE for paths outside the run's inputs are kept, first, as they are.
 
 ``FILE.parts/settings.json`` records the model and decoding the parts were made with; parts made
-with other settings are discarded. ``--force`` reads every crop again, whatever FILE holds.
+with other settings (or a settings file that cannot be read) are discarded. ``--force`` reads every
+crop again, whatever FILE holds. A part line that is not UTF-8 JSON (a disk error) is skipped, and
+its crop read again. One run at a time works on FILE: ``FILE.lock`` (``locks``); only the files a
+run makes are removed at the end (``rank-R.jsonl``, ``settings.json``, temporary files).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic_files import write_atomic
+from .atomic_files import remove_folder_of, remove_stale_temporaries, write_atomic
 from .errors import MangaOcrError
+from .names import display_name
 
 
 @dataclass
@@ -31,17 +35,27 @@ class Merged:
     missing: list[str] = field(default_factory=list)  # inputs with no record at all (lost work: must be none)
 
 
-def read_records(path: Path) -> list[tuple[str, dict | None]]:
+def read_records(path: Path, part: bool = False) -> list[tuple[str, dict | None]]:
     """The complete lines of a JSONL file as (line, record); record is None for a line that is not a
-    JSON object with a ``path``. A last line without its newline (cut by a kill) is left out."""
+    JSON object with a ``path``. A last line without its newline (cut by a kill) is left out. FILE
+    must be UTF-8 text (else ``MangaOcrError``: it is not ours to change); in a ``part``, a line
+    that is not is left out (its crop is read again)."""
     try:
-        data = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return []
-    except UnicodeDecodeError as e:
-        raise MangaOcrError(f"{path} is not a JSON Lines file (not UTF-8 text: {e}); give another --output") from None
+    except OSError as e:
+        raise MangaOcrError(f"cannot read {display_name(path)}: {e.strerror or e}") from None
     out = []
-    for line in data.split("\n")[:-1]:  # the piece after the last newline is incomplete (or empty)
+    for raw in data.split(b"\n")[:-1]:  # the piece after the last newline is incomplete (or empty)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if part:
+                continue
+            raise MangaOcrError(
+                f"{display_name(path)} is not a JSON Lines file (not UTF-8 text: {e}); give another --output"
+            ) from None
         if not line.strip():
             continue
         try:
@@ -62,30 +76,45 @@ class JsonlParts:
         self.folder = self.output.with_name(self.output.name + ".parts")
         self.settings = settings
 
+    @property
+    def lock_path(self) -> Path:
+        return self.output.with_name(self.output.name + ".lock")
+
     def part(self, rank: int) -> Path:
         return self.folder / f"rank-{rank}.jsonl"
 
     def parts(self) -> list[Path]:
-        return sorted(self.folder.glob("rank-*.jsonl")) if self.folder.is_dir() else []
+        return sorted(p for p in self.folder.glob("rank-*.jsonl") if p.is_file()) if self.folder.is_dir() else []
 
     def prepare(self) -> str | None:
-        """Rank 0, before the others look: make the parts folder; discard parts made with other
-        settings. Returns a message when it discarded some. Raises ``MangaOcrError``, having made
-        nothing, when FILE exists and is not a JSON Lines file."""
+        """Rank 0, holding the lock, before the others look: make the parts folder; discard parts
+        made with other settings and temporary files a kill left. Returns a message when it
+        discarded parts. Raises ``MangaOcrError``, having made nothing, when FILE exists and is not
+        a JSON Lines file, or when something other than a folder is where the parts go."""
         read_records(self.output)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise MangaOcrError(
+                f"{display_name(self.folder)} is where the parts of {display_name(self.output)} go, and it is not a "
+                "folder: move it away"
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.output.parent, self.output.name)
+        for name in ("settings.json", *(p.name for p in self.parts())):
+            remove_stale_temporaries(self.folder, name)
         stamp = self.folder / "settings.json"
         try:
             old = stamp.read_text(encoding="utf-8")
         except FileNotFoundError:
             old = None
+        except (OSError, UnicodeDecodeError):
+            old = ""  # unreadable: the parts' settings are unknown
         message = None
         if old is not None and old != self.settings:
             stale = self.parts()
             for part in stale:
                 part.unlink()
             if stale:
-                message = f"{self.folder}: discarded {len(stale)} part file(s) made with other settings"
+                message = f"{display_name(self.folder)}: discarded {len(stale)} part file(s) made with other settings"
         if old != self.settings:
             write_atomic(stamp, self.settings)
         return message
@@ -93,7 +122,10 @@ class JsonlParts:
     def done(self, force: bool = False) -> set[str]:
         """Paths with a text record in the parts (and in FILE, unless ``force``)."""
         sources = self.parts() if force else [self.output, *self.parts()]
-        return {r["path"] for src in sources for _, r in read_records(src) if r is not None and "text" in r}
+        found = set()
+        for src in sources:
+            found |= {r["path"] for _, r in read_records(src, src != self.output) if r is not None and "text" in r}
+        return found
 
     def open_part(self, rank: int):
         """This rank's part, open for appending, after cutting off a line a kill left unfinished."""
@@ -124,7 +156,7 @@ class JsonlParts:
                 _keep_best(old, line, record)
         new: dict[str, tuple[str, dict]] = {}
         for part in self.parts():
-            for line, record in read_records(part):
+            for line, record in read_records(part, part=True):
                 if record is not None and record["path"] in wanted:
                     _keep_best(new, line, record)
         for path in paths:
@@ -137,13 +169,12 @@ class JsonlParts:
                 merged.missing.append(path)
         return merged
 
-    def finish(self, merged: Merged) -> None:
+    def finish(self, merged: Merged) -> str | None:
         """Write FILE, then remove the parts (a kill between the two leaves parts that the next run
-        merges again to the same FILE)."""
+        merges again to the same FILE). Only the files runs make are removed; the folder goes when
+        nothing else is in it, else the message says what was left."""
         write_atomic(self.output, "".join(line + "\n" for line in merged.lines))
-        for leftover in self.folder.iterdir():  # the parts, settings.json, a temporary file a kill left
-            leftover.unlink()
-        self.folder.rmdir()
+        return remove_folder_of(self.folder, r"rank-\d+\.jsonl|settings\.json|\..*\.tmp")
 
 
 def _keep_best(records: dict[str, tuple[str, dict]], line: str, record: dict) -> None:

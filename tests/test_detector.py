@@ -16,11 +16,13 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
+from hostile import within
+from mlx.utils import tree_flatten
 from oracle import assert_fp32_close, fp32_bound, record
 from PIL import Image
 
 from benchmarks.pages import make_page, make_webtoon
-from benchmarks.synthetic_detector import BASIC_DETECTOR, OPTIONS_DETECTOR
+from benchmarks.synthetic_detector import BASIC_DETECTOR, OPTIONS_DETECTOR, SMALL_DETECTOR, write_detector
 from mlx_mangaocr import InvalidImageError, ModelLoadError, load_detector
 from mlx_mangaocr.checkpoints import read_weights
 from mlx_mangaocr.detection.loading import load_detector_checkpoint
@@ -284,10 +286,31 @@ def test_broken_checkpoints_name_the_problem(small_detector, tmp_path):
     with pytest.raises(ModelLoadError, match="learn_initial_query true"):
         load_detector_checkpoint(folder)
     config["learn_initial_query"] = False
+    for key, value, message in [
+        ("decoder_layers", 10_000_000, "describes a model of at least [0-9,]+ parameters, more than the"),
+        ("d_model", "256", "d_model must be a whole number >= 1, got '256'"),
+        ("encoder_in_channels", [0, 64], "encoder_in_channels must be a whole number >= 1"),
+        ("encoder_layers", -1, "encoder_layers must be a whole number >= 0"),
+    ]:
+        (folder / "config.json").write_text(json.dumps({**config, key: value}))
+        with within(120), pytest.raises(ModelLoadError, match=message):
+            load_detector_checkpoint(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 10**6, "width": 10**6}}))
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="an input of 1000000x1000000 is over the"):
+        load_detector_checkpoint(folder)
+    (folder / "preprocessor_config.json").write_text("{}")
     config["backbone_config"]["model_type"] = "timm"
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="unsupported detector backbone"):
         load_detector_checkpoint(folder)
+    # the lower bound on the parameters that is checked against the weights holds, and is not vacuous
+    for i, spec in enumerate((SMALL_DETECTOR, OPTIONS_DETECTOR, BASIC_DETECTOR)):
+        built = tmp_path / f"spec{i}"
+        write_detector(built, spec)
+        checkpoint = load_detector_checkpoint(built)
+        actual = sum(v.size for _, v in tree_flatten(checkpoint.model.parameters()))
+        assert actual / 2 < checkpoint.config.parameter_count_at_least() <= actual
 
 
 def test_default_detector_is_converted_on_first_use(small_detector, tmp_path, monkeypatch):

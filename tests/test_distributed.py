@@ -23,7 +23,8 @@ from benchmarks.synthetic import IMAGES
 from mlx_mangaocr.cli import main
 from mlx_mangaocr.distributed import Ranks
 from mlx_mangaocr.jsonl_parts import JsonlParts, read_records
-from mlx_mangaocr.pages.volume import VolumeError, find_volumes
+from mlx_mangaocr.pages.library import find_volumes
+from mlx_mangaocr.pages.volume import VolumeError
 
 LAUNCH = Path(sys.executable).with_name("mlx.launch")
 ENV = {**os.environ, "PYTHONPATH": os.getcwd()}

@@ -187,7 +187,7 @@ def test_pages_command_text_jsonl_and_drawings(models, reader, tmp_path, capsys)
         assert [b["text"] for b in record["blocks"]] == [b.text for b in ours.blocks]
         assert [b["box"] for b in record["blocks"]] == [list(b.box) for b in ours.blocks]
         assert {"kind", "confidence", "vertical", "bubble", "font_size"} <= set(record["blocks"][0])
-        drawn = Image.open(draw / (os.path.basename(record["path"])[:-4] + ".png"))
+        drawn = Image.open(draw / (os.path.basename(record["path"]) + ".png"))  # p.png -> DIR/p.png.png
         assert drawn.size == (record["width"], record["height"])
         original = np.asarray(Image.open(record["path"]).convert("RGB"))
         x1, y1, _, _ = record["blocks"][0]["box"]

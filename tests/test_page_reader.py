@@ -3,6 +3,7 @@ boxes), and end to end on random checkpoints against a reference pipeline built 
 
 import numpy as np
 import pytest
+from hostile import exif_rotated_jpeg
 from page_truth import TruthDetector
 from PIL import Image
 
@@ -118,10 +119,11 @@ def test_bad_pages_and_options(tiny_processor, tmp_path):
 def test_pages_equal_the_transformers_page_pipeline(tiny, small_detector, tiny_processor, decoding):
     """End to end on random checkpoints: the MLX page reader (small detector, tiny OCR model) equals
     the same pipeline on transformers' detector, post-processing and ``generate``, block for block:
-    boxes, kinds, bubbles, order, font sizes and texts. A tall page goes through the slices."""
+    boxes, kinds, bubbles, order, font sizes and texts. A tall page goes through the slices, and a
+    JPEG stored sideways is read upright by its EXIF orientation on both sides."""
     from benchmarks.torch_pages import torch_page_reader
 
-    images = [PAGES[0].image, PAGES[3].image, PAGES[4].image]
+    images = [PAGES[0].image, PAGES[3].image, PAGES[4].image, exif_rotated_jpeg(1)[0]]
     ours = PageReader(tiny_processor, small_detector.detector, decoding=decoding)
     theirs = torch_page_reader(tiny.folder, small_detector.folder, decoding=decoding)
     mine = list(ours.read_pages(images, batch_size=4))
@@ -131,5 +133,6 @@ def test_pages_equal_the_transformers_page_pipeline(tiny, small_detector, tiny_p
         assert [(x.box, x.kind, x.bubble, x.vertical, x.font_size, x.text) for x in a.blocks] == [
             (x.box, x.kind, x.bubble, x.vertical, x.font_size, x.text) for x in b.blocks
         ]
+    assert (mine[-1].width, mine[-1].height) == (600, 840)
     assert sum(len(p.blocks) for p in mine) >= 5
     assert len({x.text for p in mine for x in p.blocks}) > 1

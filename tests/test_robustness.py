@@ -129,7 +129,7 @@ def test_decompression_bomb_is_refused_before_decoding(tiny_processor, monkeypat
     with pytest.raises(InvalidImageError, match=r"3000x3000 = 9,000,000 pixels, over the 6,000,000-pixel limit"):
         tiny_processor.process_image(bomb)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # over twice the limit: Pillow refuses to open
-    with pytest.raises(InvalidImageError, match=r"too large to decode safely: Image size \(9000000 pixels\)"):
+    with pytest.raises(InvalidImageError, match=r"over the 1,000,000-pixel limit .*Image size \(9000000 pixels\)"):
         tiny_processor.process_image(bomb)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000_000)  # raised by the caller: it is read
     assert isinstance(tiny_processor.process_image(bomb, num_beams=1), str)

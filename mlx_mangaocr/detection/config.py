@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checkpoints import fields_from_dict
+from ..checkpoints import check_positive_ints, check_positive_numbers, fields_from_dict
 from ..errors import ModelLoadError
 
 SUPPORTED_ACTIVATIONS = ("relu", "silu", "gelu")
@@ -108,14 +108,54 @@ class DetectorConfig:
         config = cls(
             backbone=BackboneConfig.from_dict(backbone_params),
             id2label=id2label,
-            dtype=params.get("mlx_mangaocr", {}).get("dtype", "float32"),
+            dtype=_dtype(params.get("mlx_mangaocr")),
             raw={k: v for k, v in params.items() if k != "mlx_mangaocr"},
             **values,
         )
         config.validate()
         return config
 
+    def check_sizes(self) -> None:
+        """``ModelLoadError`` unless every size is a whole number >= 1 (checked before the rest)."""
+        b = self.backbone
+        check_positive_ints("backbone_config.", {
+            "num_channels": b.num_channels, "embedding_size": b.embedding_size, "hidden_sizes": b.hidden_sizes,
+            "depths": b.depths, "out_indices": b.out_indices,
+        })  # fmt: skip
+        names = ("encoder_hidden_dim", "encoder_in_channels", "feat_strides", "encoder_ffn_dim",
+                 "encoder_attention_heads", "d_model", "num_queries", "decoder_in_channels", "decoder_ffn_dim",
+                 "num_feature_levels", "decoder_n_points", "decoder_layers", "decoder_attention_heads",
+                 "decoder_n_levels", "positional_encoding_temperature")  # fmt: skip
+        check_positive_ints("", {name: getattr(self, name) for name in names})
+        layers = self.encoder_layers
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
+            raise ModelLoadError(f"config.json: encoder_layers must be a whole number >= 0, got {layers!r}")
+        check_positive_numbers("", {"layer_norm_eps": self.layer_norm_eps, "batch_norm_eps": self.batch_norm_eps,
+                                    "hidden_expansion": self.hidden_expansion})  # fmt: skip
+        if len(b.hidden_sizes) != len(b.depths) or max(b.out_indices) > len(b.hidden_sizes):
+            raise ModelLoadError("config.json: backbone_config's hidden_sizes, depths and out_indices disagree")
+        if not all(isinstance(i, int) and 0 <= i < len(self.encoder_in_channels) for i in self.encode_proj_layers):
+            raise ModelLoadError(f"config.json: encode_proj_layers {self.encode_proj_layers!r} name no feature level")
+        if int(self.encoder_hidden_dim * self.hidden_expansion) < 1:
+            raise ModelLoadError("config.json: encoder_hidden_dim x hidden_expansion is below 1")
+
+    def parameter_count_at_least(self) -> int:
+        """A lower bound on the detector's parameters from the sizes alone (the largest weights of
+        the backbone, encoder and decoder; biases, norms and heads left out), nothing built."""
+        b, total = self.backbone, 0
+        for depth, out in zip(b.depths, b.hidden_sizes, strict=True):
+            mid = out // 4
+            total += depth * (9 * mid * mid + mid * out if b.layer_type == "bottleneck" else 9 * out * out)
+        e, hidden = self.encoder_hidden_dim, int(self.encoder_hidden_dim * self.hidden_expansion)
+        total += self.encoder_layers * len(self.encode_proj_layers) * (4 * e * e + 2 * e * self.encoder_ffn_dim)
+        total += 2 * (len(self.encoder_in_channels) - 1) * 3 * 10 * hidden * hidden  # CSP layers' RepVGG blocks
+        d, heads = self.d_model, self.decoder_attention_heads
+        sampling = d * heads * self.decoder_n_levels * self.decoder_n_points * 3  # offsets and attention weights
+        total += self.decoder_layers * (6 * d * d + sampling + 2 * d * self.decoder_ffn_dim)
+        return total
+
     def validate(self) -> None:
+        self.check_sizes()
         problems = []
         if sorted(self.id2label) != list(range(len(self.id2label))):
             problems.append(f"id2label keys must be 0..n-1, got {sorted(self.id2label)}")
@@ -149,3 +189,10 @@ class DetectorConfig:
     def to_dict(self) -> dict[str, Any]:
         """The ``config.json`` written with a converted detector: Hugging Face's, plus our metadata."""
         return {**self.raw, "mlx_mangaocr": {"format_version": 1, "dtype": self.dtype}}
+
+
+def _dtype(meta) -> str:
+    dtype = meta.get("dtype", "float32") if isinstance(meta, dict) else "float32"
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise ModelLoadError(f"config.json: unreadable mlx_mangaocr settings {meta!r}")
+    return dtype

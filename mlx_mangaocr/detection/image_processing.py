@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ModelLoadError
-from ..images import ImageInput, load_rgb, rescale
+from ..images import ImageInput, check_input_size, load_page, rescale
 
 
 @dataclass
@@ -41,9 +41,10 @@ class DetectorImageProcessor:
         if params.get("do_pad"):
             raise ModelLoadError("a detector preprocessor_config.json with do_pad is not supported")
         defaults = cls()
+        check_input_size(size["height"], size["width"])
         return cls(
-            height=int(size["height"]),
-            width=int(size["width"]),
+            height=size["height"],
+            width=size["width"],
             resample=params.get("resample", defaults.resample),
             do_resize=params.get("do_resize", True),
             do_rescale=params.get("do_rescale", True),
@@ -78,7 +79,7 @@ class DetectorImageProcessor:
 
     def __call__(self, image: ImageInput) -> tuple[np.ndarray, tuple[int, int]]:
         """One image -> (float32 pixels (H, W, 3) channels last, the original (height, width))."""
-        img = load_rgb(image)
+        img = load_page(image)
         size = (img.height, img.width)
         if self.do_resize:
             img = img.resize((self.width, self.height), resample=self.resample)

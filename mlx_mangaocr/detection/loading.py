@@ -12,6 +12,7 @@ from .. import hub
 from ..checkpoints import (
     WEIGHT_FILES,
     cast_weights,
+    check_capacity,
     check_weights,
     read_json,
     read_weights,
@@ -43,7 +44,10 @@ def read_detector_config(folder: Path) -> DetectorConfig:
     path = folder / "config.json"
     if not path.is_file():
         raise ModelLoadError(f"{folder} has no config.json: not a model folder")
-    return DetectorConfig.from_dict(read_json(path))
+    try:
+        return DetectorConfig.from_dict(read_json(path))
+    except (TypeError, ValueError, AttributeError, KeyError) as e:  # a value of the wrong kind somewhere
+        raise ModelLoadError(f"{path} is malformed: {e}") from None
 
 
 def load_detector_checkpoint(
@@ -53,6 +57,7 @@ def load_detector_checkpoint(
     folder = resolve_source(path_or_repo, fetch=download_detector, example=DEFAULT_DETECTOR)
     config = read_detector_config(folder)
     image_processor = DetectorImageProcessor.from_folder(folder)
+    check_capacity(folder, config.parameter_count_at_least(), 2)
     model = DetectorModel(config)
     weights = model.sanitize({k: v.astype(mx.float32) for k, v in read_weights(folder).items()})
     check_weights(model, weights)

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..checkpoints import fields_from_dict
+from ..checkpoints import check_positive_ints, check_positive_numbers, fields_from_dict
 from ..errors import ModelLoadError
 
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -52,7 +52,24 @@ class VisionConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> VisionConfig:
-        return fields_from_dict(cls, params)
+        config = fields_from_dict(cls, params)
+        sizes = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size",
+                 "patch_size", "num_channels")  # fmt: skip
+        check_positive_ints("encoder.", {name: getattr(config, name) for name in sizes})
+        check_positive_numbers("encoder.", {"layer_norm_eps": config.layer_norm_eps})
+        if config.patch_size > config.image_size:
+            raise ModelLoadError(
+                f"config.json: encoder.patch_size {config.patch_size} > image_size {config.image_size}"
+            )
+        return config
+
+    def parameter_count(self) -> int:
+        """The encoder's parameters, as ``VisionEncoder`` builds them (computed, nothing built)."""
+        h, i = self.hidden_size, self.intermediate_size
+        qkv = 3 * (h * h + (h if self.qkv_bias else 0))
+        layer = qkv + (h * h + h) + (h * i + i) + (i * h + h) + 4 * h  # attention, output, MLP, two LayerNorms
+        embeddings = self.num_channels * self.patch_size**2 * h + h + h + (self.num_patches + 1) * h
+        return embeddings + self.num_hidden_layers * layer + 2 * h
 
 
 @dataclass
@@ -74,7 +91,21 @@ class TextConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> TextConfig:
-        return fields_from_dict(cls, params)
+        config = fields_from_dict(cls, params)
+        sizes = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size")  # fmt: skip
+        check_positive_ints("decoder.", {name: getattr(config, name) for name in sizes})
+        check_positive_numbers("decoder.", {"layer_norm_eps": config.layer_norm_eps})
+        return config
+
+    def parameter_count(self) -> int:
+        """The decoder's parameters with its LM head, as ``TextDecoder`` builds them."""
+        h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        attention = 4 * (h * h + h) + 2 * h  # query, key, value, output; LayerNorm
+        layer = 2 * attention + (h * i + i) + (i * h + h) + 2 * h  # self, cross, MLP, LayerNorm
+        embeddings = (v + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h
+        head = (h * h + h) + 2 * h + v * h + v
+        return embeddings + self.num_hidden_layers * layer + head
 
 
 @dataclass
@@ -171,19 +202,40 @@ class ModelConfig:
                     f"{part.model_type}: hidden_size {part.hidden_size} is not a multiple of "
                     f"num_attention_heads {part.num_attention_heads}"
                 )
+        if vision.hidden_size != text.hidden_size:
+            raise ModelLoadError(
+                f"the encoder's hidden_size {vision.hidden_size} differs from the decoder's {text.hidden_size}: "
+                "such a model needs a projection between them, which manga-ocr does not have"
+            )
         gen_source = generation if generation is not None else params
         gen = GenerationConfig.from_dict({k: gen_source.get(k) for k in GENERATION_KEYS})
         gen.validate()
-        mlx_meta = params.get("mlx_mangaocr", {})
+        quantization = params.get("quantization")
+        if quantization is not None and not (
+            isinstance(quantization, dict)
+            and quantization.get("bits") in (2, 3, 4, 6, 8)
+            and quantization.get("group_size") in (32, 64, 128)
+        ):
+            raise ModelLoadError(
+                "config.json: quantization must be {'bits': 2|3|4|6|8, 'group_size': 32|64|128}, "
+                f"got {quantization!r}"
+            )
+        mlx_meta = params.get("mlx_mangaocr") or {}
+        if not isinstance(mlx_meta, dict) or mlx_meta.get("dtype", "float32") not in ("float32", "float16", "bfloat16"):
+            raise ModelLoadError(f"config.json: unreadable mlx_mangaocr settings {mlx_meta!r}")
         return cls(
             encoder=vision,
             decoder=text,
             generation=gen,
             # The BERT decoder ties its LM head unless its own config says otherwise.
             tie_word_embeddings=bool(dec.get("tie_word_embeddings", True)),
-            quantization=params.get("quantization"),
+            quantization=quantization,
             dtype=mlx_meta.get("dtype", "float32"),
         )
+
+    def parameter_count(self) -> int:
+        """How many parameters the model has (before quantization), from the sizes alone."""
+        return self.encoder.parameter_count() + self.decoder.parameter_count()
 
     def to_dict(self) -> dict[str, Any]:
         """The ``config.json`` written with a converted model (Hugging Face layout, pruned)."""

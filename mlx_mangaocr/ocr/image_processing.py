@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..checkpoints import read_json
 from ..errors import InvalidImageError, ModelLoadError
-from ..images import ImageInput, load_decoded, rescale
+from ..images import ImageInput, check_input_size, load_decoded, rescale
 
 
 @dataclass
@@ -43,6 +43,7 @@ class ImageProcessor:
             height, width = size["height"], size["width"]
         else:
             raise ModelLoadError(f"unsupported 'size' in preprocessor_config.json: {size!r}")
+        check_input_size(height, width)
         return cls(
             height=height,
             width=width,

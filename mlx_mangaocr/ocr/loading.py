@@ -17,6 +17,7 @@ from .. import hub
 from ..checkpoints import (
     WEIGHT_FILES,
     cast_weights,
+    check_capacity,
     check_weights,
     read_json,
     read_weights,
@@ -57,7 +58,10 @@ def read_config(folder: Path) -> ModelConfig:
         raise ModelLoadError(f"{folder} has no config.json: not a model folder")
     generation_path = folder / "generation_config.json"
     generation = read_json(generation_path) if generation_path.is_file() else None
-    return ModelConfig.from_dict(read_json(path), generation)
+    try:
+        return ModelConfig.from_dict(read_json(path), generation)
+    except (TypeError, ValueError, AttributeError, KeyError) as e:  # a value of the wrong kind somewhere
+        raise ModelLoadError(f"{path} is malformed: {e}") from None
 
 
 def load_checkpoint(
@@ -74,12 +78,19 @@ def load_checkpoint(
     folder = resolve_source(path_or_repo, download, DEFAULT_MODEL)
     config = read_config(folder)
     image_processor = ImageProcessor.from_folder(folder)
+    side = config.encoder.image_size
+    if (image_processor.height, image_processor.width) != (side, side):
+        raise ModelLoadError(
+            f"{folder / 'preprocessor_config.json'} resizes to {image_processor.height}x{image_processor.width}, "
+            f"but the encoder's image_size is {side}: the files are not of one model"
+        )
     vocab = Vocab.from_folder(folder)
     if len(vocab) != config.decoder.vocab_size:
         raise ModelLoadError(
             f"{folder / 'vocab.txt'} has {len(vocab)} tokens but the decoder's vocab_size is "
             f"{config.decoder.vocab_size}: wrong vocab for this model"
         )
+    check_capacity(folder, config.parameter_count(), config.quantization["bits"] / 8 if config.quantization else 2)
     model = MangaOcrModel(config)
     if config.quantization:
         if quantize and quantize != config.quantization:

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from ..images import ImageInput
+from ..images import ImageInput, check_many
 from .generate import DecodeStats, generate, mean_token_probability
 from .loading import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from .scheduler import ContinuousDecoder, check_batch_size, check_scheduler
@@ -127,8 +127,12 @@ class MangaOcrProcessor:
                 yield done.pop(next_out)
                 next_out += 1
 
-    def _pixel_chunks(self, images: Iterable[ImageInput], batch_size: int) -> Iterator[np.ndarray]:
+    def _pixel_chunks(self, images: Iterable[ImageInput], batch_size: int, method: str) -> Iterator[np.ndarray]:
         """Preprocessed pixels, ``batch_size`` images at a time, read as they are needed."""
+        check_many(images, method)
+        return self._chunks(images, batch_size)
+
+    def _chunks(self, images: Iterable[ImageInput], batch_size: int) -> Iterator[np.ndarray]:
         chunk: list[ImageInput] = []
         for image in images:
             chunk.append(image)
@@ -168,7 +172,8 @@ class MangaOcrProcessor:
     ) -> list[Recognition]:
         """Like ``process_images``, with the token ids and a confidence score per image."""
         batch_size = check_batch_size(batch_size)
-        return list(self.recognize_stream(self._pixel_chunks(images, batch_size), batch_size, scheduler, **decoding))
+        return list(self.recognize_stream(self._pixel_chunks(images, batch_size, "recognize"), batch_size,
+                                          scheduler, **decoding))  # fmt: skip
 
     def generate_ids(self, images: list[ImageInput], **decoding) -> list[list[int]]:
         """Token ids (start token to end token) for a list of images decoded together as one
@@ -177,6 +182,7 @@ class MangaOcrProcessor:
         ``decoding``: num_beams, max_length, min_length, no_repeat_ngram_size, length_penalty,
         early_stopping.
         """
+        check_many(images, "generate_ids")
         return self.generate_from_pixels(self.pixels(images), **decoding)
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -199,7 +205,7 @@ class MangaOcrProcessor:
         the next image as soon as its image is done; with ``"static"`` each batch of
         ``batch_size`` runs to its longest image. Either way every image gets the ids it gets alone."""
         batch_size = check_batch_size(batch_size)
-        chunks = self._pixel_chunks(images, batch_size)
+        chunks = self._pixel_chunks(images, batch_size, "iter_ids, iter_images and process_images")
         for ids, _ in self._decode_chunks(chunks, decoding, batch_size, scheduler, confidence=False):
             yield ids
 

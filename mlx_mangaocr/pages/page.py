@@ -62,20 +62,16 @@ class Page:
         return {"width": self.width, "height": self.height, "blocks": [b.to_dict() for b in self.blocks]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Page:
-        blocks = [
-            Block(
-                tuple(b["box"]),
-                b["kind"],
-                b["vertical"],
-                b["text"],
-                b["confidence"],
-                tuple(b["bubble"]) if b["bubble"] else None,
-                b["font_size"],
-            )  # fmt: skip
-            for b in data["blocks"]
-        ]
-        return cls(data["width"], data["height"], blocks)
+    def from_dict(cls, data) -> Page:
+        """The inverse of ``to_dict``; ``ValueError`` for anything else (a garbage cache entry)."""
+        try:
+            blocks = [_block_from_dict(b) for b in data["blocks"]]
+            page = cls(data["width"], data["height"], blocks)
+        except (KeyError, TypeError, IndexError) as e:
+            raise ValueError(f"not a page: {e!r}") from None
+        if not (_is_int(page.width) and _is_int(page.height)):
+            raise ValueError("not a page: width and height must be whole numbers")
+        return page
 
     def to_mokuro(self, img_path: str) -> dict:
         """One page of a ``.mokuro`` file; ``img_path`` relative to the ``.mokuro`` file, with ``/``."""
@@ -86,3 +82,29 @@ class Page:
             "blocks": [block.to_mokuro() for block in self.blocks],
             "img_path": img_path,
         }
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _box(value) -> tuple[int, int, int, int]:
+    if not (isinstance(value, list) and len(value) == 4 and all(_is_int(v) for v in value)):
+        raise ValueError(f"not a box: {value!r}")
+    return tuple(value)
+
+
+def _block_from_dict(b: dict) -> Block:
+    block = Block(
+        _box(b["box"]),
+        b["kind"],
+        b["vertical"],
+        b["text"],
+        b["confidence"],
+        _box(b["bubble"]) if b["bubble"] is not None else None,
+        b["font_size"],
+    )  # fmt: skip
+    if not (isinstance(block.kind, str) and isinstance(block.vertical, bool) and isinstance(block.text, str)
+            and isinstance(block.confidence, (int, float)) and _is_int(block.font_size)):  # fmt: skip
+        raise ValueError(f"not a block: {b!r}")
+    return block

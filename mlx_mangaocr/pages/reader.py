@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..detection.detector import Detector, load_detector
-from ..images import ImageInput, load_rgb
+from ..images import ImageInput, check_many, load_page
 from ..ocr.processor import MangaOcrProcessor, load_mlx_processor
 from ..ocr.scheduler import check_batch_size
 from .boxes import BoxRules, TextBox, text_boxes
@@ -102,9 +102,13 @@ class PageReader:
         batches, then all their crops go through the OCR ``batch_size`` at a time. Yields pages in
         order. A page that cannot be read raises ``InvalidImageError`` before its group's model work."""
         check_batch_size(batch_size)
+        check_many(images, "read_pages")
+        return self._read_pages(images, batch_size)
+
+    def _read_pages(self, images: Iterable[ImageInput], batch_size: int) -> Iterator[Page]:
         group: list[Image.Image] = []
         for image in images:
-            group.append(load_rgb(image))
+            group.append(load_page(image))
             if len(group) == batch_size:  # pages per group; a lone page still batches its slices and crops
                 yield from self._read_group(group, batch_size)
                 group = []
