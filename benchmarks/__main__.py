@@ -17,10 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mlx_mangaocr.core.images import image_files
+
 from . import environment, report
 
 ROOT = Path(__file__).resolve().parents[1]  # the workers run as `python -m benchmarks.*` from here
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 VARIANTS = {  # name -> python -m convert options
     "float16": ["--dtype", "float16"],
     "bfloat16": ["--dtype", "bfloat16"],
@@ -30,14 +31,14 @@ VARIANTS = {  # name -> python -m convert options
 
 
 def _images(spec: list[str] | None) -> list[str]:
-    from .synthetic import EXAMPLES
+    from testing.synthetic import EXAMPLES
 
     spec = spec or [str(EXAMPLES / "images")]
     files: list[str] = []
     for item in spec:
         path = Path(item)
         if path.is_dir():
-            files += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += [str(p) for p in image_files(path)]
         elif path.is_file():
             files.append(str(path))
         else:
@@ -57,6 +58,19 @@ def _worker(args: list[str], target: Path, resume: bool, env: dict | None = None
         RESUMED.append(target.name)
         return
     _run(args, env=env)
+
+
+def _both_sides(args, out: Path, name: str, commands: dict[str, list[str]]) -> dict:
+    """Each side's worker (``commands[side]``: its ``-m benchmarks.X ...`` arguments, without
+    ``--out``) in a fresh process of its own, writing ``OUT/NAME-SIDE.json`` (``SIDE.json`` for an
+    empty name); their outputs, by side. The PyTorch side gets ``--torch-device``."""
+    outputs = {}
+    for side, command in commands.items():
+        target = out / (f"{name}-{side}.json" if name else f"{side}.json")
+        extra = ["--torch-device", args.torch_device] if side == "torch" else []
+        _worker([*command, "--out", str(target), *extra], target, args.resume)
+        outputs[side] = json.loads(target.read_text(encoding="utf-8"))
+    return outputs
 
 
 def _run(args: list[str], capture: bool = False, env: dict | None = None) -> str:
@@ -83,7 +97,7 @@ def _cold(side: str, model: str, image: str, args, runs: int) -> dict:
 
 def _generated_pages(folder: Path) -> list[str]:
     """The detector section's default pages: generated manga pages of several sizes and a webtoon strip."""
-    from .pages import make_page, make_webtoon
+    from testing.pages import make_page, make_webtoon
 
     folder.mkdir(parents=True, exist_ok=True)
     pages = {
@@ -103,7 +117,7 @@ def _detector_source(args, out: Path) -> str:
     """The PyTorch side's detector: --detector, or with --synthetic a random full-size one in OUT."""
     detector = args.detector
     if not detector:
-        from .synthetic_detector import FULL_DETECTOR, write_detector
+        from testing.synthetic_detector import FULL_DETECTOR, write_detector
 
         detector = out / "synthetic-detector"
         if not (detector / "model.safetensors").is_file():
@@ -119,13 +133,10 @@ def _detector_section(args, out: Path) -> dict:
     if not (mlx_detector / "model.safetensors").is_file():
         _run(["-m", "convert", detector, "-o", str(mlx_detector), "--force"])
     pages = _images(args.pages) if args.pages else _generated_pages(out / "pages")
-    sides = {}
-    for side, model in (("mlx", str(mlx_detector)), ("torch", detector)):
-        target = out / f"detector-{side}.json"
-        extra = ["--torch-device", args.torch_device] if side == "torch" else []
-        _worker(["-m", "benchmarks.detect", side, "--model", model, "--pages", *pages, "--out", str(target), *extra],
-                target, args.resume)  # fmt: skip
-        sides[side] = json.loads(target.read_text(encoding="utf-8"))
+    sides = _both_sides(args, out, "detector", {
+        side: ["-m", "benchmarks.detect", side, "--model", model, "--pages", *pages]
+        for side, model in (("mlx", str(mlx_detector)), ("torch", detector))
+    })  # fmt: skip
     return {
         "model": "synthetic full-size random weights (benchmarks/synthetic_detector.py FULL_DETECTOR)"
         if not args.detector
@@ -146,13 +157,10 @@ def _pages_section(args, out: Path, model: str, mlx_model: str) -> dict:
     common = ["--pages", *pages, "--decoding", args.page_decoding, "--batch-sizes", "1", "16"]
     if args.page_max_length:
         common += ["--max-length", str(args.page_max_length)]
-    sides = {}
-    for side, ocr, det in (("mlx", mlx_model, str(mlx_detector)), ("torch", model, detector)):
-        target = out / f"pages-{side}.json"
-        extra = ["--torch-device", args.torch_device] if side == "torch" else []
-        _worker(["-m", "benchmarks.read_pages", side, "--ocr", ocr, "--detector", det, *common, "--out",
-                 str(target), *extra], target, args.resume)  # fmt: skip
-        sides[side] = json.loads(target.read_text(encoding="utf-8"))
+    sides = _both_sides(args, out, "pages", {
+        side: ["-m", "benchmarks.read_pages", side, "--ocr", ocr, "--detector", det, *common]
+        for side, ocr, det in (("mlx", mlx_model, str(mlx_detector)), ("torch", model, detector))
+    })  # fmt: skip
     same = sum(sides["mlx"]["pages"][p] == sides["torch"]["pages"][p] for p in sides["mlx"]["pages"])
     return {"pages": len(pages), "max_length": args.page_max_length, **sides, "identical_pages": same}
 
@@ -173,13 +181,11 @@ def _ragged_section(args, out: Path, model: str, mlx_model: str) -> dict:
     work_file = folder / "workload.json"
     work_file.write_text(json.dumps(work, indent=1), encoding="utf-8")
     modes = ["greedy", "beam"] if args.ragged_decoding == "both" else [args.ragged_decoding]
-    sides = {}
-    for side, side_model in (("mlx", mlx_model), ("torch", model)):
-        target = out / f"ragged-{side}.json"
-        extra = ["--torch-device", args.torch_device] if side == "torch" else []
-        _worker(["-m", "benchmarks.ragged", side, "--model", side_model, "--workload", str(work_file), "--decoding",
-                 *modes, "--out", str(target), *extra], target, args.resume)  # fmt: skip
-        sides[side] = json.loads(target.read_text(encoding="utf-8"))
+    sides = _both_sides(args, out, "ragged", {
+        side: ["-m", "benchmarks.ragged", side, "--model", side_model, "--workload", str(work_file),
+               "--decoding", *modes]
+        for side, side_model in (("mlx", mlx_model), ("torch", model))
+    })  # fmt: skip
     section = {"images": args.ragged_images, "modes": {}, "mlx_facts": sides["mlx"]["facts"],
                "torch_facts": sides["torch"]["facts"]}  # fmt: skip
     for mode in modes:
@@ -201,8 +207,10 @@ def _ragged_section(args, out: Path, model: str, mlx_model: str) -> dict:
     return section
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0], allow_abbrev=False
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="hub id or Hugging Face folder (the PyTorch side's model)")
     source.add_argument("--synthetic", action="store_true", help="build a full-size random-weight checkpoint (offline)")
@@ -254,13 +262,14 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse the worker outputs an earlier (e.g. interrupted) run wrote in OUT (listed in results.json); "
         "measure the rest",
     )
-    args = parser.parse_args(argv)
+    return parser
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    images = _images(args.images)
+
+def _models(args, out: Path) -> tuple[str, str]:
+    """The PyTorch side's model (``--model``, or a synthetic full-size one in OUT) and the MLX
+    side's (``--mlx-model``, or the former converted into OUT)."""
     if args.synthetic:
-        from .synthetic import FULL, write_checkpoint
+        from testing.synthetic import FULL, write_checkpoint
 
         model = out / "synthetic-checkpoint"
         if not (model / "config.json").is_file():
@@ -273,31 +282,41 @@ def main(argv: list[str] | None = None) -> int:
         mlx_model = str(out / f"mlx-model-{args.dtype}")
         if not (Path(mlx_model) / "model.safetensors").is_file():
             _run(["-m", "convert", model, "-o", mlx_model, "--dtype", args.dtype, "--force"])
+    return model, mlx_model
 
+
+def _ocr_section(args, out: Path, images: list[str], model: str, mlx_model: str) -> dict:
+    """The OCR model on both sides (benchmarks/measure.py): speed, memory, ids and texts."""
     modes = ["greedy", "beam"] if args.decoding == "both" else [args.decoding]
     common = ["--images", *images, "--decoding", *modes, "--repeat", str(args.repeat)]
     common += ["--batch-sizes", *map(str, args.batch_size), "--throughput-images", str(args.throughput_images)]
     common += ["--fixed-lengths", *map(str, args.fixed_lengths)]
-    _worker(["-m", "benchmarks.measure", "mlx", "--model", mlx_model, "--out", str(out / "mlx.json"),
-             "--compile-comparison", *common], out / "mlx.json", args.resume)  # fmt: skip
-    _worker([
-        "-m", "benchmarks.measure", "torch", "--model", model, "--torch-device", args.torch_device,
-        "--out", str(out / "torch.json"), "--reference", str(out / "mlx.json"), *common,
-    ], out / "torch.json", args.resume)  # fmt: skip
-    if args.blas_comparison:
-        _worker(
-            ["-m", "benchmarks.measure", "mlx", "--model", mlx_model, "--out", str(out / "mlx-reference-blas.json"),
-             "--images", *images[:2], "--decoding", "greedy", "--max-length", "17", "--batch-sizes", "1",
-             "--throughput-images", "1", "--fixed-lengths", "16"],
-            out / "mlx-reference-blas.json", args.resume, env={"MLX_MANGAOCR_NO_OPENBLAS": "1"},
-        )  # fmt: skip
-    kernels = {}
-    for side in ("mlx", "torch"):
-        target = out / f"kernels-{side}.json"
-        _worker(["-m", "benchmarks.kernels", side, "--config", mlx_model, "--out", str(target)], target, args.resume)
-        kernels[side] = json.loads(target.read_text(encoding="utf-8"))
+    mlx = _both_sides(args, out, "", {"mlx": ["-m", "benchmarks.measure", "mlx", "--model", mlx_model,
+                                             "--compile-comparison", *common]})["mlx"]  # fmt: skip
+    torch = _both_sides(args, out, "", {"torch": ["-m", "benchmarks.measure", "torch", "--model", model,
+                                                 "--reference", str(out / "mlx.json"), *common]})["torch"]  # fmt: skip
+    return {"mlx": mlx, "torch": torch, "parity": report.parity(mlx, torch)}
+
+
+def _blas_section(args, out: Path, images: list[str], mlx_model: str) -> dict:
+    """Linux CPU: MLX again with OpenBLAS opted out (its bundled reference BLAS)."""
+    target = out / "mlx-reference-blas.json"
+    _worker(["-m", "benchmarks.measure", "mlx", "--model", mlx_model, "--out", str(target), "--images", *images[:2],
+             "--decoding", "greedy", "--max-length", "17", "--batch-sizes", "1", "--throughput-images", "1",
+             "--fixed-lengths", "16"], target, args.resume, env={"MLX_MANGAOCR_NO_OPENBLAS": "1"})  # fmt: skip
+    return json.loads(target.read_text(encoding="utf-8"))
+
+
+def _kernels_section(args, out: Path, mlx_model: str) -> dict:
+    """The encoder's GELU and attention, timed alone on both sides (benchmarks/kernels.py)."""
+    return _both_sides(args, out, "kernels", {side: ["-m", "benchmarks.kernels", side, "--config", mlx_model]
+                                              for side in ("mlx", "torch")})  # fmt: skip
+
+
+def _variants_section(args, out: Path, images: list[str], model: str, mlx_model: str) -> dict:
+    """Each --variants setting converted and timed against float32 (benchmarks/variants.py)."""
     variants = {}
-    for name in ["float32", *args.variants] if args.variants else []:
+    for name in ["float32", *args.variants]:
         folder = mlx_model if name == "float32" else str(out / f"mlx-model-{name}")
         if name != "float32" and not (Path(folder) / "model.safetensors").is_file():
             _run(["-m", "convert", model, "-o", folder, "--force", *VARIANTS[name]])
@@ -305,37 +324,45 @@ def main(argv: list[str] | None = None) -> int:
         _worker(["-m", "benchmarks.variants", folder, "--images", *images, "--decoding", args.variants_decoding,
                  "--out", str(target)], target, args.resume)  # fmt: skip
         variants[name] = json.loads(target.read_text(encoding="utf-8"))
-    detector = _detector_section(args, out) if (args.synthetic or args.detector) else None
-    pages = _pages_section(args, out, model, mlx_model) if args.page_reader else None
-    ragged = _ragged_section(args, out, model, mlx_model) if args.ragged else None
-    mlx = json.loads((out / "mlx.json").read_text(encoding="utf-8"))
-    torch = json.loads((out / "torch.json").read_text(encoding="utf-8"))
+    return variants
+
+
+def _cold_section(args, images: list[str], model: str, mlx_model: str) -> dict:
+    """Cold load and first result, each side in fresh processes (benchmarks/cold.py)."""
+    return {
+        "mlx": _cold("mlx", mlx_model, images[0], args, args.cold_runs),
+        "torch": _cold("torch", model, images[0], args, args.cold_runs),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = _images(args.images)
+    model, mlx_model = _models(args, out)
+    ocr = _ocr_section(args, out, images, model, mlx_model)
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "model": "synthetic full-size random weights (benchmarks/synthetic.py FULL)" if args.synthetic else model,
+        "model": "synthetic full-size random weights (testing/synthetic.py FULL)" if args.synthetic else model,
         "images": f"{len(images)} ({Path(images[0]).parent})",
         "machine": environment.machine(),
         "footprint": environment.footprint(),
-        "cold": {
-            "mlx": _cold("mlx", mlx_model, images[0], args, args.cold_runs),
-            "torch": _cold("torch", model, images[0], args, args.cold_runs),
-        },
-        "mlx": mlx,
-        "torch": torch,
-        "parity": report.parity(mlx, torch),
-        "kernels": kernels,
+        **ocr,
+        "kernels": _kernels_section(args, out, mlx_model),
     }
     if args.blas_comparison:
-        results["mlx_reference_blas"] = json.loads((out / "mlx-reference-blas.json").read_text(encoding="utf-8"))
-    if variants:
-        results["variants"] = variants
-    if detector:
-        results["detector"] = detector
-    if pages:
-        results["pages"] = pages
-    if ragged:
-        results["ragged"] = ragged
+        results["mlx_reference_blas"] = _blas_section(args, out, images, mlx_model)
+    if args.variants:
+        results["variants"] = _variants_section(args, out, images, model, mlx_model)
+    if args.synthetic or args.detector:
+        results["detector"] = _detector_section(args, out)
+    if args.page_reader:
+        results["pages"] = _pages_section(args, out, model, mlx_model)
+    if args.ragged:
+        results["ragged"] = _ragged_section(args, out, model, mlx_model)
+    results["cold"] = _cold_section(args, images, model, mlx_model)
     if RESUMED:
         results["resumed_from_interrupted_run"] = RESUMED
     (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")

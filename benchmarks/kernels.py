@@ -13,19 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
+
+from testing.reference import pick_device
+
+from .sides import sync, timed
 
 
 def _time(fn, sync, runs: int = 20) -> float:
+    """The median of ``runs`` timings of ``sync(fn())``, after 3 warm-ups."""
     for _ in range(3):
         sync(fn())
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        sync(fn())
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return statistics.median(timed(lambda: sync(fn()))[1] for _ in range(runs))
 
 
 def shapes(config_folder: str | None) -> dict:
@@ -49,7 +48,7 @@ def shapes(config_folder: str | None) -> dict:
 
 
 def run_mlx(s: dict) -> dict:
-    from mlx_mangaocr import layers  # isort: skip  (loads OpenBLAS before MLX)
+    from mlx_mangaocr.models import layers
     import mlx.core as mx  # isort: skip
     import mlx.nn as nn
 
@@ -66,18 +65,24 @@ def run_mlx(s: dict) -> dict:
     }
 
 
-def run_torch(s: dict) -> dict:
+def run_torch(s: dict, device: str = "auto") -> dict:
     import torch
     import torch.nn.functional as F
 
-    x = torch.randn(s["gelu"])
-    q, k, v = (torch.randn(s["qkv"]) for _ in range(3))
+    device = pick_device(device)
+    x = torch.randn(s["gelu"], device=device)
+    q, k, v = (torch.randn(s["qkv"], device=device) for _ in range(3))
     scale = s["qkv"][-1] ** -0.5
+
+    def wait(_):
+        sync(torch, device)
+
     with torch.no_grad():
         return {
-            "gelu_s": _time(lambda: F.gelu(x), lambda _: None),
-            "attention_s": _time(lambda: F.scaled_dot_product_attention(q, k, v, scale=scale), lambda _: None),
+            "gelu_s": _time(lambda: F.gelu(x), wait),
+            "attention_s": _time(lambda: F.scaled_dot_product_attention(q, k, v, scale=scale), wait),
             "threads": torch.get_num_threads(),
+            "device": device,
         }
 
 
@@ -86,9 +91,10 @@ def main(argv=None) -> None:
     parser.add_argument("side", choices=["mlx", "torch"])
     parser.add_argument("--config", help="model folder whose config.json gives the encoder's shapes")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--torch-device", default="auto")
     args = parser.parse_args(argv)
     s = shapes(args.config)
-    per_layer = run_mlx(s) if args.side == "mlx" else run_torch(s)
+    per_layer = run_mlx(s) if args.side == "mlx" else run_torch(s, args.torch_device)
     result = {
         "shapes": s,
         "per_layer": per_layer,

@@ -13,21 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from itertools import cycle, islice
 from pathlib import Path
 
 from PIL import Image
 
-from .sides import MlxSide, TorchSide, peak_rss_bytes, rss_bytes
-
-MODES = {"greedy": {"num_beams": 1}, "beam": {}}  # beam: the checkpoint's settings, as manga-ocr
-
-
-def _timed(fn, *args):
-    start = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - start
+from .sides import MODES, MlxSide, TorchSide, peak_rss_bytes, rss_bytes, timed
 
 
 def summary(values: list[float]) -> dict:
@@ -36,15 +27,22 @@ def summary(values: list[float]) -> dict:
     return {"median": statistics.median(ordered), "p90": p90, "mean": statistics.fmean(ordered), "n": len(ordered)}
 
 
+def _end_to_end(side, image, settings: dict) -> str:
+    return side.text(side.generate(side.preprocess([image]), settings)[0])
+
+
+def _batches(side, images: list, settings: dict, batch_size: int) -> None:
+    for i in range(0, len(images), batch_size):
+        for ids in side.generate(side.preprocess(images[i : i + batch_size]), settings):
+            side.text(ids)
+
+
 def run_image(side, image, settings: dict) -> dict:
     """Times for one image: preprocessing, encoder, generate (from pixels), whole pipeline."""
-    pixels, t_pre = _timed(side.preprocess, [image])
-    _, t_enc = _timed(side.encode, pixels)
-    ids, t_gen = _timed(side.generate, pixels, settings)
-    start = time.perf_counter()
-    ids_e2e = side.generate(side.preprocess([image]), settings)
-    text = side.text(ids_e2e[0])
-    t_e2e = time.perf_counter() - start
+    pixels, t_pre = timed(side.preprocess, [image])
+    _, t_enc = timed(side.encode, pixels)
+    ids, t_gen = timed(side.generate, pixels, settings)
+    text, t_e2e = timed(_end_to_end, side, image, settings)
     new_tokens = len(ids[0]) - 1
     return {
         "ids": ids[0],
@@ -85,8 +83,8 @@ def measure_fixed(side, images: list, settings: dict, length: int) -> dict:
     steps, e2e = [], []
     for image in images:
         pixels = side.preprocess([image])
-        _, t_enc = _timed(side.encode, pixels)
-        ids, t_gen = _timed(side.generate, pixels, fixed)
+        _, t_enc = timed(side.encode, pixels)
+        ids, t_gen = timed(side.generate, pixels, fixed)
         assert len(ids[0]) == length + 1, f"expected {length} new tokens, got {len(ids[0]) - 1}"
         steps.append(max(t_gen - t_enc, 0.0) / length)
         e2e.append(t_gen)
@@ -95,12 +93,7 @@ def measure_fixed(side, images: list, settings: dict, length: int) -> dict:
 
 def measure_throughput(side, images: list, settings: dict, batch_size: int, count: int) -> dict:
     batch_images = list(islice(cycle(images), count))
-    start = time.perf_counter()
-    for i in range(0, count, batch_size):
-        chunk = batch_images[i : i + batch_size]
-        for ids in side.generate(side.preprocess(chunk), settings):
-            side.text(ids)
-    elapsed = time.perf_counter() - start
+    _, elapsed = timed(_batches, side, batch_images, settings, batch_size)
     return {"images": count, "seconds": elapsed, "images_per_s": count / elapsed}
 
 
@@ -115,10 +108,10 @@ def measure_compiled_step(side, images: list, settings: dict) -> dict:
         side.generate(side.preprocess(images[:1]), settings)
     for image in images:
         pixels = side.preprocess([image])
-        _, t_enc = _timed(side.encode, pixels)
+        _, t_enc = timed(side.encode, pixels)
         for name, compiled in (("eager", False), ("compiled", True)):
             processor.compile_step = compiled
-            out, t_gen = _timed(side.generate, pixels, settings)
+            out, t_gen = timed(side.generate, pixels, settings)
             totals[name][0] += max(t_gen - t_enc, 0.0)
             totals[name][1] += len(out[0]) - 1
             ids[name].append(out[0])

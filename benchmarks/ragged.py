@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-MODES = {"greedy": {"num_beams": 1}, "beam": {}}  # beam: the checkpoint's settings, as manga-ocr
+from .sides import MODES, TorchSide, facts, timed
+
 CROPS_PER_IMAGE = 6
 
 
@@ -106,12 +106,12 @@ def lengths_summary(lengths: list[int]) -> dict:
 def _load_mlx(model: str):
     import mlx_mangaocr  # first: it loads OpenBLAS, which must come before mlx.core
 
-    return mlx_mangaocr.load_mlx_processor(model)
+    return mlx_mangaocr.load_ocr(model)
 
 
 def run_pool(args) -> dict:
     processor = _load_mlx(args.model)
-    from .synthetic import IMAGES
+    from testing.synthetic import IMAGES
 
     paths = make_pool(Path(args.folder), list(IMAGES))
     out = {str(p): {} for p in paths}
@@ -133,9 +133,7 @@ def run_mlx(args, work: dict) -> dict:
         for name, (batch_size, scheduler) in configs.items():
             list(processor.iter_ids(images[: args.warmup], batch_size, scheduler, **settings))  # traces its shapes
             before = vars(processor.stats).copy()
-            began = time.perf_counter()
-            ids = list(processor.iter_ids(images, batch_size, scheduler, **settings))
-            seconds = time.perf_counter() - began
+            ids, seconds = timed(_all_ids, processor, images, batch_size, scheduler, settings)
             work_done = {k: v - before[k] for k, v in vars(processor.stats).items()}
             results[mode][name] = {
                 "seconds": seconds,
@@ -146,17 +144,20 @@ def run_mlx(args, work: dict) -> dict:
                 "needed_row_steps": work_done["needed_row_steps"],
                 "steps": work_done["steps"],
             }
-    import mlx.core as mx
+    return {"facts": facts("mlx"), "modes": results}
 
-    from mlx_mangaocr import _blas
 
-    facts = {"mlx_version": mx.__version__, "device": str(mx.default_device()), "blas": _blas.loaded_blas}
-    return {"facts": facts, "modes": results}
+def _all_ids(processor, images, batch_size: int, scheduler: str, settings: dict) -> list[list[int]]:
+    return list(processor.iter_ids(images, batch_size, scheduler, **settings))
+
+
+def _padded_batches(side, images, settings: dict) -> list[list[int]]:
+    """transformers' way: padded batches of 16, each run until its longest image is done."""
+    batches = (images[s : s + 16] for s in range(0, len(images), 16))
+    return [ids for batch in batches for ids in side.generate(side.preprocess(batch), settings)]
 
 
 def run_torch(args, work: dict) -> dict:
-    from .sides import TorchSide
-
     side = TorchSide(args.model, args.torch_device)
     side.load()
     results = {}
@@ -164,11 +165,7 @@ def run_torch(args, work: dict) -> dict:
         settings = MODES[mode]
         images = [Image.open(p).convert("RGB") for p in work[mode]]
         side.generate(side.preprocess(images[:2]), settings)  # warm-up
-        began = time.perf_counter()
-        ids = []
-        for start in range(0, len(images), 16):
-            ids += side.generate(side.preprocess(images[start : start + 16]), settings)
-        seconds = time.perf_counter() - began
+        ids, seconds = timed(_padded_batches, side, images, settings)
         results[mode] = {
             "padded 16": {
                 "seconds": seconds,

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
-from .sides import peak_rss_bytes, rss_bytes
+from . import sides
+from .sides import peak_rss_bytes, rss_bytes, timed
 
 
 def load(side: str, ocr: str, detector: str, device: str, decoding: dict):
@@ -25,7 +25,7 @@ def load(side: str, ocr: str, detector: str, device: str, decoding: dict):
         import mlx_mangaocr  # first: it loads OpenBLAS, which must come before mlx.core
 
         return mlx_mangaocr.load_page_reader(ocr, detector, **decoding)
-    from .torch_pages import torch_page_reader
+    from testing.torch_pages import torch_page_reader
 
     return torch_page_reader(ocr, detector, device=device, decoding=decoding)
 
@@ -33,28 +33,24 @@ def load(side: str, ocr: str, detector: str, device: str, decoding: dict):
 def run(args) -> dict:
     from PIL import Image
 
-    from .pages import make_page
+    from testing.pages import make_page
 
     decoding = {"num_beams": 1} if args.decoding == "greedy" else {}
     if args.max_length:
         decoding["max_length"] = args.max_length
-    start = time.perf_counter()
-    reader = load(args.side, args.ocr, args.detector, args.torch_device, decoding)
-    load_s = time.perf_counter() - start
+    reader, load_s = timed(load, args.side, args.ocr, args.detector, args.torch_device, decoding)
     rss_loaded = rss_bytes()
     pages = [Image.open(p).convert("RGB") for p in args.pages]
     warm = make_page(99, width=500, height=700, rows=2, cols=1).image
     throughput, found = {}, None
     for batch_size in args.batch_sizes:
         list(reader.read_pages([warm], batch_size=batch_size))
-        begin = time.perf_counter()
-        read = list(reader.read_pages(pages, batch_size=batch_size))
-        seconds = time.perf_counter() - begin
+        read, seconds = timed(lambda size=batch_size: list(reader.read_pages(pages, batch_size=size)))
         throughput[str(batch_size)] = {"pages_per_s": len(pages) / seconds, "seconds": seconds}
         found = found or read
     peak = peak_rss_bytes()
     ocr = reader.ocr.side if args.side == "torch" else None
-    facts = ocr.facts() if ocr else _mlx_facts()
+    facts = sides.facts("torch", ocr.device) if ocr else sides.facts("mlx")
     memory = {"rss_loaded_bytes": rss_loaded, "rss_peak_bytes": peak,
               "rss_growth_bytes": peak - rss_loaded if rss_loaded else None}  # fmt: skip
     if ocr and ocr.device == "cuda":
@@ -70,15 +66,6 @@ def run(args) -> dict:
             path: [[list(b.box), b.text] for b in page.blocks] for path, page in zip(args.pages, found, strict=True)
         },
     }
-
-
-def _mlx_facts() -> dict:
-    import mlx.core as mx
-
-    from mlx_mangaocr import _blas
-
-    return {"mlx_version": mx.__version__, "device": str(mx.default_device()),
-            "blas": _blas.loaded_blas or "MLX's bundled BLAS"}  # fmt: skip
 
 
 def main(argv=None) -> None:

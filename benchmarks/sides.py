@@ -1,8 +1,12 @@
-"""The two implementations behind one small interface, so that one measuring loop serves both.
+"""The two implementations behind one small interface, so that one measuring loop serves both,
+and what every section measures with: ``timed``, ``sync``, ``facts`` and ``MODES``.
 
-Each side: ``load()``, ``preprocess(images) -> pixels``, ``encode(pixels)``, ``generate(pixels,
+An OCR side: ``load()``, ``preprocess(images) -> pixels``, ``encode(pixels)``, ``generate(pixels,
 settings) -> ids``, ``text(ids) -> str``, ``sync()``, ``memory() -> dict``, ``facts() -> dict``.
-Every timed call ends with the side's own synchronization (``mx.eval`` / device synchronize).
+A detector side: ``load(model)``, ``preprocess(pages)``, ``model(pixels)``, ``postprocess(raw, sizes,
+threshold)``, ``facts()``. Every timed call ends with the side's own synchronization (``mx.eval``,
+or ``sync`` for PyTorch's CUDA and MPS devices, which run asynchronously). The PyTorch sides are the
+references of ``testing.reference`` with these measuring hooks added.
 """
 
 from __future__ import annotations
@@ -11,7 +15,20 @@ import os
 import platform
 import resource
 import sys
+import time
 from pathlib import Path
+
+from testing.reference import TorchDetector as TorchDetectorReference
+from testing.reference import TorchOcr, sync
+
+MODES = {"greedy": {"num_beams": 1}, "beam": {}}  # beam: the checkpoint's settings, as manga-ocr
+
+
+def timed(fn, *args):
+    """``fn(*args)`` and the seconds it took (the side's calls synchronize before they return)."""
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
 
 
 def rss_bytes() -> int | None:
@@ -28,9 +45,31 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
 
 
-def trim(row: list[int], eos: int) -> list[int]:
-    """A generate() row up to and including its first end token."""
-    return row[: row.index(eos, 1) + 1] if eos in row[1:] else row
+def facts(side: str, device: str | None = None) -> dict:
+    """The environment a side runs in: its framework's version, device and BLAS ("mlx" or "torch")."""
+    if side == "mlx":
+        import mlx.core as mx
+
+        from mlx_mangaocr.core import blas as _blas
+
+        if sys.platform == "darwin":
+            blas = "Accelerate (CPU) / Metal (GPU)"
+        elif mx.default_device() == mx.gpu:
+            blas = "cuBLAS (GPU)"
+        else:
+            blas = _blas.loaded_blas or "MLX's bundled reference BLAS"
+        return {"mlx_version": mx.__version__, "device": str(mx.default_device()), "blas": blas}
+    import torch
+
+    config = torch.__config__.show()
+    blas = next((line.split("=", 1)[1] for line in config.splitlines() if "BLAS_INFO=" in line), "unknown")
+    return {
+        "torch_version": torch.__version__,
+        "device": device,
+        "blas": blas.split(",")[0],
+        "threads": torch.get_num_threads(),
+        "processor": platform.processor(),
+    }
 
 
 class MlxSide:
@@ -41,11 +80,11 @@ class MlxSide:
 
     def load(self) -> None:
         # mlx_mangaocr first: it loads OpenBLAS before MLX.
-        from mlx_mangaocr import load_mlx_processor  # isort: skip
+        from mlx_mangaocr import load_ocr
         import mlx.core as mx  # isort: skip
 
         self.mx = mx
-        self.processor = load_mlx_processor(self.model_path, dtype=self.dtype)
+        self.processor = load_ocr(self.model_path, dtype=self.dtype)
 
     def preprocess(self, images):
         pixels = self.processor.pixels(images)
@@ -76,81 +115,11 @@ class MlxSide:
         }
 
     def facts(self) -> dict:
-        import mlx.core as mx
-
-        from mlx_mangaocr import _blas
-
-        if sys.platform == "darwin":
-            blas = "Accelerate (CPU) / Metal (GPU)"
-        elif mx.default_device() == mx.gpu:
-            blas = "cuBLAS (GPU)"
-        else:
-            blas = _blas.loaded_blas or "MLX's bundled reference BLAS"
-        return {
-            "mlx_version": mx.__version__,
-            "device": str(mx.default_device()),
-            "blas": blas,
-            "dtype": str(self.processor.model.encoder.layernorm.weight.dtype),
-        }
+        return {**facts("mlx"), "dtype": str(self.processor.model.encoder.layernorm.weight.dtype)}
 
 
-class TorchSide:
-    name = "torch"
-
-    def __init__(self, model: str, device: str = "auto"):
-        self.model_path, self.requested_device = model, device
-
-    @staticmethod
-    def pick_device(requested: str) -> str:
-        import torch
-
-        if requested != "auto":
-            return requested
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return "mps"
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
-    def load(self) -> None:
-        import torch
-
-        from .upstream import load
-
-        self.torch = torch
-        self.device = self.pick_device(self.requested_device)
-        self.model, self.tokenizer, self.image_processor = load(self.model_path, self.device)
-        self.max_length = self.model.generation_config.max_length
-        self.eos = self.model.generation_config.eos_token_id
-
-    def preprocess(self, images):
-        from .upstream import preprocess
-
-        pixels = preprocess(self.image_processor, images).to(self.device)
-        self.sync()
-        return pixels
-
-    def encode(self, pixels):
-        with self.torch.no_grad():
-            hidden = self.model.encoder(pixels).last_hidden_state
-        self.sync()
-        return hidden
-
-    def generate(self, pixels, settings: dict) -> list[list[int]]:
-        settings = {"max_length": self.max_length, **settings}  # manga-ocr passes max_length=300
-        with self.torch.no_grad():
-            out = self.model.generate(pixels, **settings)
-        self.sync()
-        return [trim(row, self.eos) for row in out.tolist()]
-
-    def text(self, ids: list[int]) -> str:
-        from .upstream import post_process
-
-        return post_process(self.tokenizer.decode(ids, skip_special_tokens=True))
-
-    def sync(self) -> None:
-        if self.device == "cuda":
-            self.torch.cuda.synchronize()
-        elif self.device == "mps":
-            self.torch.mps.synchronize()
+class TorchSide(TorchOcr):
+    """manga-ocr on PyTorch (``testing.reference.TorchOcr``), with the measuring hooks."""
 
     def reset_peak(self) -> None:
         if self.device == "cuda":
@@ -163,20 +132,47 @@ class TorchSide:
             return {"device_peak_bytes": int(self.torch.mps.driver_allocated_memory())}
         return {}  # CPU: the harness reports RSS growth instead
 
-    def step_logits(self, pixels, ids: list[int]):
-        """Teacher-forced logits (len(ids), vocab) for one image, for the margin at a divergence."""
-        with self.torch.no_grad():
-            out = self.model(pixel_values=pixels, decoder_input_ids=self.torch.tensor([ids], device=self.device))
-        return out.logits[0].float().cpu().numpy()
+    def facts(self) -> dict:
+        return facts("torch", self.device)
+
+
+class MlxDetector:
+    name = "mlx"
+
+    def load(self, model: str) -> None:
+        import mlx_mangaocr  # first: it loads OpenBLAS, which must come before mlx.core  # noqa: I001
+        import mlx.core as mx
+        from mlx_mangaocr.models.detection.postprocess import detections
+
+        self.mx, self.post = mx, detections
+        self.detector = mlx_mangaocr.load_detector(model)
+
+    def preprocess(self, pages):
+        return self.detector.preprocess(pages)
+
+    def model(self, pixels):
+        out = self.detector.run(pixels)  # evaluated
+        return out.logits, out.boxes
+
+    def postprocess(self, raw, sizes, threshold):
+        import numpy as np
+
+        logits, boxes = (np.array(a) for a in raw)
+        config = self.detector.config
+        return [
+            [(d.label, list(d.box), d.score) for d in self.post(logits[i], boxes[i], s, threshold, config.id2label)]
+            for i, s in enumerate(sizes)
+        ]
 
     def facts(self) -> dict:
-        torch = self.torch
-        config = torch.__config__.show()
-        blas = next((line.split("=", 1)[1] for line in config.splitlines() if "BLAS_INFO=" in line), "unknown")
-        return {
-            "torch_version": torch.__version__,
-            "device": self.device,
-            "blas": blas.split(",")[0],
-            "threads": torch.get_num_threads(),
-            "processor": platform.processor(),
-        }
+        return facts("mlx")
+
+
+class TorchDetector(TorchDetectorReference):
+    """transformers' detector (``testing.reference.TorchDetector``), with the measuring hooks."""
+
+    def facts(self) -> dict:
+        return facts("torch", self.device)
+
+
+__all__ = ["MODES", "MlxDetector", "MlxSide", "TorchDetector", "TorchSide", "facts", "sync", "timed"]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .measure import MODES, summary
+from .measure import summary
+from .sides import MODES
 
 
 def folder_bytes(folder: Path) -> int:
@@ -24,10 +25,10 @@ def folder_bytes(folder: Path) -> int:
 
 
 def run(model: str, image_paths: list[str], mode: str) -> dict:
-    from mlx_mangaocr import load_mlx_processor  # isort: skip  (loads OpenBLAS before MLX)
+    from mlx_mangaocr import load_mlx_processor
     import mlx.core as mx  # isort: skip
 
-    from mlx_mangaocr.ocr.generate import generate
+    from mlx_mangaocr.engine.steppers import generate
 
     processor = load_mlx_processor(model)
     settings = processor.generation_config.updated(**MODES[mode])

@@ -2,7 +2,7 @@
 
 import sys
 
-from mlx_mangaocr.convert import main
+from mlx_mangaocr.frontends.convert import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="python -m convert"))

@@ -1,37 +1,55 @@
 """manga-ocr (kha-white/manga-ocr-base) in MLX.
 
-from mlx_mangaocr import load_mlx_processor
-ocr = load_mlx_processor("kha-white/manga-ocr-base")   # or a converted folder
+from mlx_mangaocr import load_ocr
+ocr = load_ocr()                                       # the converted default model, or a folder / hub id
 text = ocr.process_image("page.png")                   # manga-ocr's default: 4-beam search
 text = ocr.process_image("page.png", num_beams=1)      # greedy
+
+The package reads in layers, each importing only the ones below it (``import-linter`` checks it):
+``frontends`` (command line, watch, clipboard, the drop-in) > ``pipelines`` (crops, pages,
+volumes, the sharded job) > ``engine`` (search, steppers, scheduler, chunks) > ``loading``
+(checkpoints, the registry of model kinds) > ``models`` (OCR model, detector) > ``core`` (errors,
+images, names, files, locks, ranks). The names below are loaded on first use.
 """
 
-from ._blas import load_openblas
+from .core.blas import load_openblas
 
 load_openblas()  # must run before the first `import mlx`
 
-from .detection import Detection, Detector, load_detector  # noqa: E402
-from .dropin import MangaOcr  # noqa: E402
-from .errors import InvalidImageError, MangaOcrError, ModelLoadError  # noqa: E402
-from .ocr.processor import MangaOcrProcessor, Recognition, load_mlx_processor  # noqa: E402
-from .ocr.text import post_process  # noqa: E402
-from .pages import Block, Page, PageReader, load_page_reader  # noqa: E402
+# public name -> the module that defines it (imported on first use: `import mlx_mangaocr` stays light
+# and the package itself imports no front end)
+_EXPORTS = {
+    "Block": "pipelines.pages.page",
+    "Page": "pipelines.pages.page",
+    "PageReader": "pipelines.pages.reader",
+    "load_page_reader": "pipelines.pages.reader",
+    "Detection": "models.detection.postprocess",
+    "Detector": "pipelines.detect",
+    "load_detector": "pipelines.detect",
+    "MangaOcrProcessor": "pipelines.ocr",
+    "Recognition": "pipelines.ocr",
+    "load_ocr": "pipelines.ocr",
+    "load_mlx_processor": "pipelines.ocr",
+    "post_process": "models.ocr.text",
+    "InvalidImageError": "core.errors",
+    "MangaOcrError": "core.errors",
+    "ModelLoadError": "core.errors",
+    "MangaOcr": "frontends.dropin",
+}
 
-__all__ = [
-    "Block",
-    "Detection",
-    "Detector",
-    "InvalidImageError",
-    "MangaOcr",
-    "MangaOcrError",
-    "MangaOcrProcessor",
-    "ModelLoadError",
-    "Page",
-    "PageReader",
-    "Recognition",
-    "load_detector",
-    "load_mlx_processor",
-    "load_page_reader",
-    "post_process",
-]
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mlx_mangaocr' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

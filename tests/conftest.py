@@ -11,8 +11,8 @@ os.environ.setdefault("MLX_ENABLE_TF32", "0")  # fp32 parity on CUDA; no effect 
 import torch  # noqa: E402,F401,I001
 import mlx_mangaocr  # noqa: E402
 import pytest  # noqa: E402
-from benchmarks.synthetic import FULL, IMAGES, Spec, load_oracle, write_checkpoint  # noqa: E402
-from benchmarks.synthetic_detector import (  # noqa: E402
+from testing.synthetic import FULL, IMAGES, Spec, load_oracle, write_checkpoint  # noqa: E402
+from testing.synthetic_detector import (  # noqa: E402
     FULL_DETECTOR,
     SMALL_DETECTOR,
     DetectorSpec,

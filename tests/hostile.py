@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from benchmarks.pages import make_page
+from testing.pages import make_page
 
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
 
@@ -227,7 +227,7 @@ def build_hostile_library(lib: Path) -> dict[str, list[str]]:
     errors.append("000.png: the member inflates to 314,572,800 bytes, over the 67,108,864-byte limit")
     zip_of(lib / "Bomb" / "pixels.cbz", {"1.png": blank_png(5000, 5000), "2.png": page_png(7)})
     complete["Bomb/pixels.mokuro"] = 1
-    errors.append("1.png: the image bytes is over the 4,000,000-pixel limit")
+    errors.append("pixels.cbz: 1.png is over the 4,000,000-pixel limit")
     hostile = zip_of(lib / "Zips" / "hostile.cbz", {"1.png": page_png(8), "2.png": page_png(8), "3.png": page_png(8)})
     patch_member(hostile, "2.png", flags=0x1)
     patch_member(hostile, "3.png", method=99)

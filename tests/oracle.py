@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from transformers import BertJapaneseTokenizer, ViTImageProcessorPil
 
-from benchmarks.sides import trim
-from benchmarks.upstream import post_process as upstream_post_process
+from testing.reference import trim
+from testing.upstream import post_process as upstream_post_process
 
 
 def pixel_values(folder, image) -> torch.Tensor:

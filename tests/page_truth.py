@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlx_mangaocr.detection.postprocess import Detection
-from mlx_mangaocr.pages.slicing import slices
+from mlx_mangaocr.models.detection.postprocess import Detection
+from mlx_mangaocr.pipelines.pages.slicing import slices
 
 
 class TruthDetector:

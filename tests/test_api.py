@@ -5,8 +5,8 @@ import pytest
 from oracle import hf_generate, pixel_values, tokenizer, upstream_text
 from PIL import Image
 
-from benchmarks.synthetic import IMAGES
 from mlx_mangaocr import load_mlx_processor
+from testing.synthetic import IMAGES
 
 
 def test_default_decoding_is_the_checkpoints_beam_search(tiny, tiny_processor):

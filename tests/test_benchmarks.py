@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks.__main__ import main
-from benchmarks.synthetic import IMAGES
+from testing.synthetic import IMAGES
 
 SMALL = ["--batch-size", "1", "2", "--throughput-images", "2", "--fixed-lengths", "4", "--cold-runs", "1"]
 
@@ -151,3 +151,28 @@ def test_parity_comes_from_real_outputs(tiny, bench, tmp_path):
     for diff in parity["differences"].values():
         assert diff["first_differing_step"] >= 1 and "logit_margin" in diff
     assert "Where the ids differ" in (out / "results.md").read_text()
+
+
+def test_sync_waits_for_cuda_and_mps_and_nothing_else():
+    """PyTorch's CUDA and MPS devices run asynchronously: every PyTorch side (OCR, detector, kernels)
+    times through the one ``sync``, checked here with a stand-in for torch on each device."""
+    from benchmarks.sides import TorchDetector, sync
+
+    class Device:
+        def __init__(self):
+            self.calls = 0
+
+        def synchronize(self):
+            self.calls += 1
+
+    class StandIn:
+        cuda, mps = Device(), Device()
+
+    torch = StandIn()
+    for device, expected in (("cuda", (1, 0)), ("mps", (1, 1)), ("cpu", (1, 1))):
+        sync(torch, device)
+        assert (torch.cuda.calls, torch.mps.calls) == expected, device
+    detector = TorchDetector("mps")
+    detector.torch, detector.device = torch, "mps"
+    detector.sync()
+    assert torch.mps.calls == 2  # the detector side waits for MPS too (it waited for CUDA alone)

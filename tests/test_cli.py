@@ -4,6 +4,7 @@ bar, --watch, --clipboard and the default model; against the library's own resul
 import io
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -13,9 +14,9 @@ import time
 import pytest
 from PIL import Image
 
-from benchmarks.synthetic import IMAGES
 from mlx_mangaocr import ModelLoadError
-from mlx_mangaocr.cli import main
+from mlx_mangaocr.frontends.cli import main
+from testing.synthetic import IMAGES
 
 
 def test_one_image_prints_its_text(tiny, tiny_processor, capsys):
@@ -160,8 +161,8 @@ def test_no_clipboard_gives_a_clear_message(tiny, tmp_path, monkeypatch, capsys)
 def test_default_model_is_converted_on_first_use(tiny, tmp_path, monkeypatch, capsys):
     """No --model: the cache folder's model; missing, kha-white/manga-ocr-base is converted into it
     (through the hub code path, served here from a folder), and offline it says what to run."""
-    from mlx_mangaocr import model_cache
-    from mlx_mangaocr.ocr import loading
+    from mlx_mangaocr.loading import ocr as loading
+    from mlx_mangaocr.loading.registry import resolve_model
 
     monkeypatch.setenv("MLX_MANGAOCR_HOME", str(tmp_path / "home"))
     target = tmp_path / "home" / "manga-ocr-base"
@@ -179,7 +180,7 @@ def test_default_model_is_converted_on_first_use(tiny, tmp_path, monkeypatch, ca
     assert main([str(IMAGES[0]), "--decoding", "greedy"]) == 0
     first = capsys.readouterr()
     assert f"converting kha-white/manga-ocr-base into {target}" in first.err
-    assert (target / "model.safetensors").is_file() and model_cache.default_model_folder() == target
+    assert (target / "model.safetensors").is_file() and resolve_model("ocr", None) == target
     monkeypatch.setattr(loading, "download", offline)  # converted: no hub needed any more
     assert main([str(IMAGES[0]), "--decoding", "greedy"]) == 0
     second = capsys.readouterr()
@@ -196,3 +197,45 @@ def test_console_script_and_module_entry_point(tiny, tiny_processor):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == tiny_processor.process_image(IMAGES[4], num_beams=1) + "\n"
+
+
+def test_subcommands_and_every_earlier_form(tiny, tmp_path, capsys, monkeypatch):
+    """``mlx-mangaocr COMMAND``; the flag forms of before as aliases; a command's name over a file's."""
+    from mlx_mangaocr.frontends import cli
+
+    assert main(["--help"]) == 0
+    listing = capsys.readouterr().out
+    for command in ("read", "pages", "mokuro", "watch", "clipboard", "convert", "bench"):
+        assert f"\n  {command} " in listing  # one line each
+    assert cli.split(["read", "a.png"]) == ("read", ["a.png"])
+    assert cli.split(["a.png", "--jsonl"]) == ("read", ["a.png", "--jsonl"])
+    assert cli.split(["--pages", "p/", "--draw", "d"]) == ("pages", ["p/", "--draw", "d"])
+    assert cli.split(["v/", "--mokuro", "--force"]) == ("mokuro", ["v/", "--force"])
+    assert cli.split(["--watch", "dir", "--limit", "1"]) == ("watch", ["dir", "--limit", "1"])
+    assert cli.split(["--watch=dir"]) == ("watch", ["dir"])
+    assert cli.split(["--clipboard", "--interval", "1"]) == ("clipboard", ["--interval", "1"])
+    assert cli.split(["--", "read"]) == ("read", ["--", "read"])  # the file named read
+    assert cli.split(["./read"]) == ("read", ["./read"])
+    with pytest.raises(SystemExit):
+        cli.split(["--pages", "--mokuro", "x"])
+    # the file named like a command is read through ./NAME or --, and the subcommand reads images too
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(IMAGES[0], tmp_path / "read")
+    model = ["--model", str(tiny.folder), "--decoding", "greedy"]
+    assert main(["./read", *model]) == 0
+    text = capsys.readouterr().out
+    assert main(["read", *model, "--", "read"]) == 0 and capsys.readouterr().out == text
+    assert main(["read", "./read", *model]) == 0 and capsys.readouterr().out == text
+    # no abbreviations: --sched is not --scheduler
+    with pytest.raises(SystemExit):
+        main([str(IMAGES[0]), "--sched", "static", *model])
+    assert "unrecognized arguments: --sched" in capsys.readouterr().err
+
+
+def test_bench_outside_a_checkout_says_so_in_one_line(monkeypatch, tmp_path, capsys):
+    from mlx_mangaocr.frontends.cli import bench
+
+    monkeypatch.setattr(bench, "CHECKOUT", tmp_path)  # as installed from a wheel: no benchmarks/ beside it
+    assert main(["bench", "--synthetic"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "benchmark harness of a checkout" in err

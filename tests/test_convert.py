@@ -12,10 +12,10 @@ from oracle import hf_generate, pixel_values
 from safetensors.numpy import load_file, save_file
 
 import convert
-from benchmarks.synthetic import IMAGES
 from convert import main as convert_main
 from mlx_mangaocr import ModelLoadError, load_mlx_processor
-from mlx_mangaocr.ocr.loading import load_checkpoint
+from mlx_mangaocr.loading.ocr import load_checkpoint
+from testing.synthetic import IMAGES
 
 CONVERTED_FILES = {
     "model.safetensors",
@@ -196,6 +196,39 @@ def _bad_cases():
         lambda f: _edit_config(f, lambda c: c["encoder"].update(hidden_size=32, num_attention_heads=2)),
         "encoder's hidden_size 32 differs from the decoder's 64",
     )
+    yield (
+        "a start token past the vocabulary",
+        lambda f: _edit_config(f, lambda c: c.update(decoder_start_token_id=10**9)),
+        "decoder_start_token_id must be a token id below vocab_size",
+    )
+    yield (
+        "max_length past the decoder's positions",
+        lambda f: _edit_config(f, lambda c: c.update(max_length=2000)),
+        "max_length 2000 needs 1999 decoder positions",
+    )
+    yield "max_length as a float", lambda f: _edit_config(f, lambda c: c.update(max_length=1e12)), "max_length"
+    yield "pad token as text", lambda f: _edit_config(f, lambda c: c.update(pad_token_id="x")), "pad_token_id"
+    yield (
+        "tie_word_embeddings as text",
+        lambda f: _edit_config(f, lambda c: c["decoder"].update(tie_word_embeddings="false")),
+        "tie_word_embeddings must be true or false",
+    )
+    yield (
+        "an infinite layer_norm_eps",
+        lambda f: _edit_config(f, lambda c: c["encoder"].update(layer_norm_eps=float("inf"))),
+        "layer_norm_eps must be a finite number",
+    )
+    for key, value, message in [("resample", 99, "resample must be one of Pillow's filters"),
+                                ("rescale_factor", "x", "rescale_factor must be a finite number"),
+                                ("image_mean", "abc", "image_mean must be three finite numbers"),
+                                ("image_std", [0, 0, 0], "image_std must be three finite numbers > 0")]:  # fmt: skip
+        yield (
+            f"preprocessor {key} {value!r}",
+            lambda f, key=key, value=value: _edit_json(
+                f / "preprocessor_config.json", lambda c: c.update({key: value})
+            ),
+            message,
+        )
     yield (
         "a shard outside the folder",
         lambda f: (f / "model.safetensors.index.json").write_text(

@@ -21,12 +21,12 @@ from mlx.utils import tree_flatten
 from oracle import assert_fp32_close, fp32_bound, record
 from PIL import Image
 
-from benchmarks.pages import make_page, make_webtoon
-from benchmarks.synthetic_detector import BASIC_DETECTOR, OPTIONS_DETECTOR, SMALL_DETECTOR, write_detector
 from mlx_mangaocr import InvalidImageError, ModelLoadError, load_detector
-from mlx_mangaocr.checkpoints import read_weights
-from mlx_mangaocr.detection.loading import load_detector_checkpoint
-from mlx_mangaocr.detection.postprocess import post_process
+from mlx_mangaocr.loading.checkpoints import read_weights
+from mlx_mangaocr.loading.detector import load_detector_checkpoint
+from mlx_mangaocr.models.detection.postprocess import post_process
+from testing.pages import make_page, make_webtoon
+from testing.synthetic_detector import BASIC_DETECTOR, OPTIONS_DETECTOR, SMALL_DETECTOR, write_detector
 
 PAGES = {
     "page": lambda: make_page(1).image,  # 1000x1400
@@ -239,7 +239,7 @@ def test_bad_inputs_and_options(small_detector, tmp_path):
 
 
 def test_convert_tells_the_models_apart_and_loads_the_same(small_detector, tiny, tmp_path):
-    from mlx_mangaocr.convert import convert, model_kind
+    from mlx_mangaocr.frontends.convert import convert, model_kind
 
     assert model_kind(small_detector.folder) == "detector" and model_kind(tiny.folder) == "ocr"
     out = convert(str(small_detector.folder), tmp_path / "det")
@@ -291,14 +291,17 @@ def test_broken_checkpoints_name_the_problem(small_detector, tmp_path):
         ("d_model", "256", "d_model must be a whole number >= 1, got '256'"),
         ("encoder_in_channels", [0, 64], "encoder_in_channels must be a whole number >= 1"),
         ("encoder_layers", -1, "encoder_layers must be a whole number >= 0"),
+        ("decoder_n_points", [4, 4, 4], "decoder_n_points must be a whole number >= 1"),
+        ("anchor_image_size", [1, 1], "anchor_image_size must be null or"),
     ]:
         (folder / "config.json").write_text(json.dumps({**config, key: value}))
         with within(120), pytest.raises(ModelLoadError, match=message):
             load_detector_checkpoint(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 10**6, "width": 10**6}}))
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match="an input of 1000000x1000000 is over the"):
-        load_detector_checkpoint(folder)
+    for size, message in [(10**6, "an input of 1000000x1000000 is over the"), (1, "whole numbers >= 32")]:
+        (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"height": size, "width": size}}))
+        with pytest.raises(ModelLoadError, match=message):
+            load_detector_checkpoint(folder)
     (folder / "preprocessor_config.json").write_text("{}")
     config["backbone_config"]["model_type"] = "timm"
     (folder / "config.json").write_text(json.dumps(config))
@@ -314,7 +317,7 @@ def test_broken_checkpoints_name_the_problem(small_detector, tmp_path):
 
 
 def test_default_detector_is_converted_on_first_use(small_detector, tmp_path, monkeypatch):
-    from mlx_mangaocr.detection import loading
+    from mlx_mangaocr.loading import detector as loading
 
     monkeypatch.setenv("MLX_MANGAOCR_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(loading, "download_detector", lambda repo: small_detector.folder)

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from oracle import record
 
-from benchmarks.pages import make_page
-from benchmarks.synthetic import IMAGES
-from mlx_mangaocr.cli import main
-from mlx_mangaocr.distributed import Ranks
-from mlx_mangaocr.jsonl_parts import JsonlParts, read_records
-from mlx_mangaocr.pages.library import find_volumes
-from mlx_mangaocr.pages.volume import VolumeError
+from mlx_mangaocr.core.ranks import Ranks
+from mlx_mangaocr.frontends.cli import main
+from mlx_mangaocr.pipelines.jsonl_parts import JsonlParts, read_records
+from mlx_mangaocr.pipelines.volumes.library import find_volumes
+from mlx_mangaocr.pipelines.volumes.volume import VolumeError
+from testing.pages import make_page
+from testing.synthetic import IMAGES
 
 LAUNCH = Path(sys.executable).with_name("mlx.launch")
 ENV = {**os.environ, "PYTHONPATH": os.getcwd()}
@@ -173,7 +173,7 @@ def test_agree_and_shared_storage_checks_stop_every_rank(tmp_path):
     """Ranks that see different work, or cannot see rank 0's files, stop with a message, all of them."""
     script = tmp_path / "check.py"
     script.write_text(
-        "import sys\nfrom pathlib import Path\nfrom mlx_mangaocr.distributed import Ranks, DistributedError\n"
+        "import sys\nfrom pathlib import Path\nfrom mlx_mangaocr.core.ranks import Ranks, DistributedError\n"
         "ranks = Ranks.init()\n"
         "try:\n"
         "    ranks.agree('the work', 'same')\n"

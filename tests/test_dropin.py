@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 import mlx_mangaocr
-from benchmarks.synthetic import IMAGES
 from mlx_mangaocr import InvalidImageError, MangaOcr
+from testing.synthetic import IMAGES
 
 BIN = Path(sys.executable).parent
 
@@ -117,11 +117,11 @@ def test_shared_by_threads_with_rgba_images(tiny_mocr):
 
 def test_default_model_is_the_converted_default(tiny, tmp_path, monkeypatch):
     """MangaOcr() (manga-image-translator, Poricom) loads the converted default model."""
-    from mlx_mangaocr import dropin
-    from mlx_mangaocr.convert import convert
+    from mlx_mangaocr.frontends.convert import convert
+    from mlx_mangaocr.loading import registry
 
     folder = convert(str(tiny.folder), tmp_path / "default")
-    monkeypatch.setattr(dropin, "default_model_folder", lambda: folder)
+    monkeypatch.setattr(registry, "converted_folder", lambda *args: folder)
     assert MangaOcr().ocr.checkpoint.source == folder
 
 
@@ -168,14 +168,14 @@ def test_alias_command_runs_an_unmodified_script(how, tiny, tiny_upstream, tmp_p
     )
     assert run.returncode == 3, run.stderr
     module, text = run.stdout.splitlines()
-    assert module == "mlx_mangaocr.dropin"
+    assert module == "mlx_mangaocr.frontends.dropin"  # the front-end layer (mlx_mangaocr.dropin re-exports it)
     monkeypatch.setattr(upstream_ocr, "post_process", lambda text: "<<" + text + ">>")  # upstream, replaced alike
     assert text == tiny_upstream(IMAGES[5])
     assert "torch" not in run.stderr
 
 
 def test_alias_in_process_and_its_errors(tiny, monkeypatch):
-    from mlx_mangaocr import compat, dropin
+    from mlx_mangaocr.frontends import compat, dropin
 
     saved = {n: m for n, m in sys.modules.items() if n == "manga_ocr" or n.startswith("manga_ocr.")}
     try:

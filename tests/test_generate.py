@@ -13,10 +13,10 @@ import pytest
 from conftest import Built
 from oracle import TorchStepper, generated_images, hf_generate, pixel_values, record, tokenizer, upstream_text
 
-from benchmarks.synthetic import IMAGES, Spec
 from mlx_mangaocr import MangaOcrProcessor, load_mlx_processor
-from mlx_mangaocr.ocr.config import GenerationConfig
-from mlx_mangaocr.ocr.generate import banned_ngram_tokens, beam_search, greedy_search
+from mlx_mangaocr.engine.search import banned_ngram_tokens, beam_search, greedy_search
+from mlx_mangaocr.models.ocr.config import GenerationConfig
+from testing.synthetic import IMAGES, Spec
 
 SETTINGS = [
     {"num_beams": 1},

@@ -37,14 +37,15 @@ from hostile import (
 from oracle import record
 from PIL import Image
 
-from benchmarks.synthetic import IMAGES
 from mlx_mangaocr import MangaOcr, ModelLoadError, PageReader
-from mlx_mangaocr.cli import main
-from mlx_mangaocr.jsonl_parts import read_records
-from mlx_mangaocr.locks import RunLock
-from mlx_mangaocr.names import display_name
-from mlx_mangaocr.pages.library import find_volumes
-from mlx_mangaocr.pages.volume import PageCache, Volume
+from mlx_mangaocr.core.locks import RunLock
+from mlx_mangaocr.core.names import display_name
+from mlx_mangaocr.frontends.cli import main
+from mlx_mangaocr.pipelines.jsonl_parts import read_records
+from mlx_mangaocr.pipelines.volumes.library import find_volumes
+from mlx_mangaocr.pipelines.volumes.results import PageResults
+from mlx_mangaocr.pipelines.volumes.volume import Volume
+from testing.synthetic import IMAGES
 
 SJIS = "ページ".encode("cp932")  # a Japanese Windows name, as unpacked on Linux
 ENV = {**os.environ, "PYTHONPATH": f"{os.getcwd()}{os.pathsep}{Path(__file__).parent}"}
@@ -200,7 +201,7 @@ def test_cache_entries_of_any_shape_are_read_again(models, tmp_path, capsys):
     assert main(["--mokuro", str(vol), *models]) == 1
     capsys.readouterr()
     volume = Volume.open(vol)
-    entry = PageCache(volume, "").file("p0.png")
+    entry = PageResults(volume, "").file("p0.png")
     good = json.loads(entry.read_text())
     result = good["result"]
     garbage = [None, [], "text", {"page": "p0.png"}, {**good, "result": None}, {**good, "result": {"width": 1}},
@@ -210,7 +211,7 @@ def test_cache_entries_of_any_shape_are_read_again(models, tmp_path, capsys):
         garbage.append({**good, "result": {**result, "blocks": [{**result["blocks"][0], "box": [1, 2, 3]}]}})
     for bad in garbage:
         entry.write_text(json.dumps(bad))
-        assert PageCache(volume, good["settings"]).get("p0.png") is None
+        assert PageResults(volume, good["settings"]).get("p0.png") is None
     assert main(["--mokuro", str(vol), *models]) == 1  # p1 is still broken; p0 is read again, no crash
     err = capsys.readouterr().err
     assert "1 of 2 pages (1 read, 0 from the cache, 1 could not be read)" in err and "Traceback" not in err
@@ -292,7 +293,7 @@ def test_names_that_are_not_utf8_are_shown_decoded_and_found_again(tiny, models,
     assert [p["img_path"] for p in doc["pages"]] == ["\\xff\\xfe2.png", "ページ1.png"]
     cache = sorted(os.listdir(vol_path.parent / "vol.mokuro-cache"))
     volume = Volume.open(vol_path)
-    assert cache == sorted(PageCache(volume, "").file(p).name for p in ["ページ1.png", "\\xff\\xfe2.png"])
+    assert cache == sorted(PageResults(volume, "").file(p).name for p in ["ページ1.png", "\\xff\\xfe2.png"])
     with open(os.path.join(vol, b"p3.png"), "wb") as f:
         f.write(page_png(3))
     assert main(["--mokuro", str(vol_path), *models]) == 0
@@ -446,3 +447,147 @@ def test_a_hostile_library_runs_to_the_end_in_bounded_memory(models, tmp_path):
     record("hostile library (issue 20): volumes, exit status", f"{len(expected['complete'])} written, status {status}")
     record("hostile library: seconds, peak RSS MiB (bound, small-page run)", f"{seconds:.1f} s, {peak:.0f} "
            f"({bound:.0f}, {baseline:.0f})")  # fmt: skip
+
+
+# --- a second hostile pass (a reviewer's reproductions): each failed before its fix ------------
+
+
+def test_a_lock_file_is_never_written_through_a_link(models, tiny, tmp_path, capsys):
+    lib = tmp_path / "lib"
+    vol = make_volume(lib / "vol1", 2)
+    (lib / "vol1.mokuro.lock").symlink_to(vol / "p0.png")  # a lock name pointing at an input
+    make_volume(lib / "vol2", 1)
+    before = tree_digest(lib)
+    assert main(["--mokuro", str(lib), *models]) == 1
+    err = capsys.readouterr().err
+    assert "vol1.mokuro.lock is where the lock of" in err and "it is a link" in err
+    assert tree_digest(lib) == before | {k: v for k, v in tree_digest(lib).items() if k not in before}
+    assert len(mokuro(lib / "vol2.mokuro")["pages"]) == 1
+    os.link(IMAGES[0], tmp_path / "out.jsonl.lock")  # a second name of an input, for the crop job
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    shutil.copy(IMAGES[1], crops / "a.png")
+    digest = tree_digest(Path(IMAGES[0]).parent)
+    assert main([str(crops), "--model", str(tiny.folder), "--decoding", "greedy", "--jsonl", "--output",
+                 str(tmp_path / "out.jsonl")]) == 2  # fmt: skip
+    assert "a second name of a file" in capsys.readouterr().err
+    assert tree_digest(Path(IMAGES[0]).parent) == digest
+
+
+def test_json_of_any_shape_or_depth_is_garbage_not_a_crash(models, tmp_path, capsys):
+    lib = tmp_path / "lib"
+    for name in ("a", "b", "c", "d"):
+        make_volume(lib / name, 1)
+    deep = "[" * 200_000
+    (lib / "a.mokuro").write_text(deep)  # nested too deep to parse
+    (lib / "b.mokuro").write_text(json.dumps({"pages": [{"img_path": [1]}]}))  # an img_path that is no name
+    (lib / "c.mokuro").write_text('{"title_uuid": "\\ud800", "pages": []}')  # a lone surrogate
+    vol_d = Volume.open(lib / "d")
+    entry = PageResults(vol_d, "").file("p0.png")
+    entry.parent.mkdir()
+    entry.write_text(deep)
+    assert main(["--mokuro", str(lib), *models]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "is not a .mokuro file" in err
+    for name in ("a", "b", "c", "d"):
+        doc = mokuro(lib / f"{name}.mokuro")
+        assert len(doc["pages"]) == 1 and "\ud800" not in doc["title_uuid"]
+    assert not list(lib.glob("*.lock"))
+
+
+def test_fifos_never_make_a_run_wait(models, tiny, tmp_path, capsys):
+    lib = tmp_path / "lib"
+    make_volume(lib / "vol1", 1)
+    make_volume(lib / "vol2", 1)
+    make_volume(lib / "vol3", 1)
+    os.mkfifo(lib / "vol1.mokuro")
+    os.mkfifo(lib / "other.mokuro")  # a sibling read for the title's uuid
+    vol3 = Volume.open(lib / "vol3")
+    (lib / "vol3.mokuro-cache").mkdir()
+    os.mkfifo(PageResults(vol3, "").file("p0.png"))
+    os.mkfifo(tmp_path / "fifo.cbz")
+    with within(120):
+        assert main(["--mokuro", str(lib), str(tmp_path / "fifo.cbz"), *models]) == 1
+        err = capsys.readouterr().err
+        assert "fifo.cbz is not a regular file" in err
+        assert len(mokuro(lib / "vol2.mokuro")["pages"]) == 1
+        os.mkfifo(tmp_path / "out.jsonl")
+        crops = tmp_path / "crops"
+        crops.mkdir()
+        shutil.copy(IMAGES[0], crops / "a.png")
+        os.mkfifo(crops / "b.png")
+        assert main([str(crops), "--model", str(tiny.folder), "--jsonl", "--output", str(tmp_path / "out.jsonl")]) == 2
+        assert "not a regular file" in capsys.readouterr().err
+        assert main([str(crops / "b.png"), "--model", str(tiny.folder)]) == 1
+        assert "b.png is not a regular file" in capsys.readouterr().err
+
+
+def test_links_inside_a_volume_stay_inside_and_an_alias_does_not_take_its_mokuro(models, tmp_path, capsys):
+    lib = tmp_path / "lib"
+    make_volume(lib / "vol1", 1)
+    make_volume(lib / "vol2", 2, start=3)
+    (lib / "vol1" / "up").symlink_to("..")  # would take in vol2's pages (a link to / the whole disk)
+    (lib / "latest").symlink_to("vol2")  # an alias that sorts first
+    assert main(["--mokuro", str(lib), *models]) == 0
+    err = capsys.readouterr().err
+    assert "links to a folder outside the volume" in err
+    assert [p["img_path"] for p in mokuro(lib / "vol1.mokuro")["pages"]] == ["p0.png"]
+    assert len(mokuro(lib / "vol2.mokuro")["pages"]) == 2 and not (lib / "latest.mokuro").exists()
+
+
+def test_names_that_show_alike_stay_apart(tiny, models, tmp_path, capsys):
+    vol = os.path.join(os.fsencode(tmp_path), b"vol")
+    os.makedirs(vol)
+    for i, name in enumerate([b"\xff2.png", b"\\xff2.png", "ページ1.png".encode(), SJIS + b"1.png"]):
+        with open(os.path.join(vol, name), "wb") as f:
+            f.write(page_png(i))
+    assert main(["--mokuro", os.fsdecode(vol), *models]) == 0
+    assert "4 of 4 pages" in capsys.readouterr().err
+    paths = [p["img_path"] for p in mokuro(tmp_path / "vol.mokuro")["pages"]]
+    assert len(set(paths)) == 4 and {"\\xff2.png", "ページ1.png"} <= set(paths)  # the real names keep themselves
+    out = tmp_path / "crops.jsonl"
+    assert main([os.fsdecode(vol), "--model", str(tiny.folder), "--decoding", "greedy", "--jsonl", "--output",
+                 str(out)]) == 0  # fmt: skip
+    assert len({r["path"] for _, r in read_records(out)}) == 4  # four crops, four records
+
+
+def test_outputs_never_land_on_inputs(models, tiny, tmp_path, capsys):
+    pages = make_volume(tmp_path / "pages", 1)
+    before = tree_digest(pages)
+    assert main(["--pages", str(pages / "p0.png"), *models, "--json", "--output", str(pages / "p0.png")]) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+    assert main([str(pages / "p0.png"), "--model", str(tiny.folder), "--output", str(pages / "p0.png")]) == 2
+    assert main([str(pages), "--model", str(tiny.folder), "--output", str(tmp_path / "no" / "out.txt")]) == 2
+    assert "not a file in an existing folder" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["--pages", str(pages), *models, "--draw", str(tmp_path / "afile")]) == 2
+    assert "--draw" in capsys.readouterr().err and tree_digest(pages) == before
+
+
+def test_a_folder_at_a_cache_entrys_name_is_moved_aside(models, tmp_path, capsys):
+    vol = make_volume(tmp_path / "vol", 2)
+    entry = PageResults(Volume.open(vol), "").file("p0.png")
+    entry.mkdir(parents=True)
+    assert main(["--mokuro", str(vol), *models]) == 0
+    err = capsys.readouterr().err
+    assert "is not a cache entry: renamed" in err and "2 of 2 pages" in err
+    assert len(mokuro(tmp_path / "vol.mokuro")["pages"]) == 2
+
+
+def test_odd_settings_are_refused_and_done_volumes_need_no_writing(models, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--mokuro", str(tmp_path), "--max-member-mb", "inf"])
+    lib = tmp_path / "ro"
+    make_volume(lib / "vol", 1)
+    (lib / "vol" / "._p0.png").write_bytes(b"AppleDouble")  # macOS leftovers are not pages
+    (lib / "vol" / "__MACOSX").mkdir()
+    (lib / "vol" / "__MACOSX" / "p9.png").write_bytes(b"x")
+    assert main(["--mokuro", str(lib), *models]) == 0
+    capsys.readouterr()
+    lib.chmod(0o555)
+    try:
+        with permissions_apply():
+            assert main(["--mokuro", str(lib), *models]) == 0  # done: skipped without writing anything
+    finally:
+        lib.chmod(0o755)
+    assert "exists: skipping" in capsys.readouterr().err

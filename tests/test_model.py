@@ -14,10 +14,10 @@ import pytest
 import torch
 from oracle import U, assert_fp32_close, pixel_values, record
 
-from benchmarks.synthetic import IMAGES
-from mlx_mangaocr.checkpoints import read_weights
-from mlx_mangaocr.ocr.config import GenerationConfig
-from mlx_mangaocr.ocr.generate import CompiledStepper
+from mlx_mangaocr.engine.steppers import CompiledStepper
+from mlx_mangaocr.loading.checkpoints import read_weights
+from mlx_mangaocr.models.ocr.config import GenerationConfig
+from testing.synthetic import IMAGES
 
 
 @pytest.mark.parametrize("size", ["tiny", "full"])
@@ -129,7 +129,7 @@ def test_cpu_gelu_equals_exact_gelu():
     rounding: gelu = 0.5 x (1 + erf), with erf within a few ulps (~4u) of the true value, so the
     error is at most ~0.5 |x| 4u plus the rounding of the products (~2u |x|): bound 8u |x|,
     elementwise, against a float64 GELU (independent of the CPU's own erf)."""
-    from mlx_mangaocr import layers
+    from mlx_mangaocr.models import layers
 
     x = np.concatenate([np.linspace(-12, 12, 200_001), np.random.default_rng(0).normal(0, 3, 200_000)]).astype(
         np.float32
@@ -145,7 +145,7 @@ def test_cpu_gelu_equals_exact_gelu():
 def test_cpu_attention_softmax_equals_torch():
     """The CPU path's attention (polynomial exp in the softmax, used for the encoder) equals torch's
     attention, over the whole range of scores; small inputs keep MLX's fused attention."""
-    from mlx_mangaocr import layers
+    from mlx_mangaocr.models import layers
 
     rng = np.random.default_rng(0)
     q, k, v = (rng.normal(0, 4, size=(2, 12, 197, 64)).astype(np.float32) for _ in range(3))

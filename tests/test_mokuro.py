@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.pages import make_page
-from mlx_mangaocr.cli import main
-from mlx_mangaocr.pages.volume import Volume, VolumeError, natural_key
+from mlx_mangaocr.frontends.cli import main
+from mlx_mangaocr.pipelines.volumes.volume import Volume, VolumeError, natural_key
+from testing.pages import make_page
 
 TOP = {"version", "title", "title_uuid", "volume", "volume_uuid", "pages"}
 PAGE = {"version", "img_width", "img_height", "blocks", "img_path"}
@@ -51,7 +51,8 @@ def test_volume_pages_natural_order_recursive_and_filtered(tmp_path):
     (vol / "part2").mkdir(parents=True)
     for name in ["10.jpg", "2.PNG", "1.webp", "part2/3.avif", "notes.txt", "cover.bmp", "x.jpeg"]:
         (vol / name).write_bytes(b"x")
-    assert Volume.open(vol).pages == ["1.webp", "2.PNG", "10.jpg", "part2/3.avif", "x.jpeg"]
+    # one suffix set for pages and crops (core.images.IMAGE_SUFFIXES): .bmp pages count too
+    assert Volume.open(vol).pages == ["1.webp", "2.PNG", "10.jpg", "cover.bmp", "part2/3.avif", "x.jpeg"]
     assert sorted(["p10", "p2", "p1"], key=natural_key) == ["p1", "p2", "p10"]
     archive = tmp_path / "vol.cbz"
     with zipfile.ZipFile(archive, "w") as z:

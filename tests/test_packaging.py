@@ -33,10 +33,11 @@ def test_wheel_holds_only_the_library_and_its_entry_points(wheel):
     assert top == {"mlx_mangaocr", dist_info}, top
     assert "mlx_mangaocr/convert.py" in names
     sources = {p.relative_to(REPO).as_posix() for p in (REPO / "mlx_mangaocr").rglob("*.py")}
-    assert sources - set(names) == set()  # every module, subpackages included (ocr, detection, pages)
+    assert sources - set(names) == set()  # every module, every layer's subpackages included
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
-    assert "mlx-mangaocr = mlx_mangaocr.cli:main" in entry_points
-    assert "mlx-mangaocr-convert = mlx_mangaocr.convert:main" in entry_points
+    assert "mlx-mangaocr = mlx_mangaocr.frontends.cli:main" in entry_points
+    assert "mlx-mangaocr-convert = mlx_mangaocr.frontends.convert:main" in entry_points
+    assert not any(n.startswith(("testing/", "benchmarks/", "tests/")) for n in names)  # checkout-only
 
 
 def test_installed_entry_points_run(wheel, tiny, tmp_path):

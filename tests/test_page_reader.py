@@ -7,10 +7,10 @@ from hostile import exif_rotated_jpeg
 from page_truth import TruthDetector
 from PIL import Image
 
-from benchmarks.pages import TEXT_CROPS, make_page, make_webtoon
 from mlx_mangaocr import InvalidImageError, Page, PageReader
-from mlx_mangaocr.pages.boxes import BoxRules
-from mlx_mangaocr.pages.reader import ReadingRules
+from mlx_mangaocr.pipelines.pages.boxes import BoxRules
+from mlx_mangaocr.pipelines.pages.reader import ReadingRules
+from testing.pages import TEXT_CROPS, make_page, make_webtoon
 
 PAGES = [
     make_page(0),
@@ -77,7 +77,7 @@ def test_a_tall_page_is_detected_in_slices_and_finds_every_box_once(tiny_process
     assert detector.calls == [3]  # 700x4200: three overlapping slices of 2100 px, one batch
     assert [b.box for b in result.blocks] == [r.box for r in page.regions]
     # a region cut by a slice edge: both parts come back joined into the one true box
-    from mlx_mangaocr.pages.slicing import slices
+    from mlx_mangaocr.pipelines.pages.slicing import slices
 
     edges = [b for _, b in slices(width, height)][:-1] + [t for t, _ in slices(width, height)][1:]
     assert any(r.box[1] < e < r.box[3] for r in page.regions for e in edges)
@@ -121,7 +121,7 @@ def test_pages_equal_the_transformers_page_pipeline(tiny, small_detector, tiny_p
     the same pipeline on transformers' detector, post-processing and ``generate``, block for block:
     boxes, kinds, bubbles, order, font sizes and texts. A tall page goes through the slices, and a
     JPEG stored sideways is read upright by its EXIF orientation on both sides."""
-    from benchmarks.torch_pages import torch_page_reader
+    from testing.torch_pages import torch_page_reader
 
     images = [PAGES[0].image, PAGES[3].image, PAGES[4].image, exif_rotated_jpeg(1)[0]]
     ours = PageReader(tiny_processor, small_detector.detector, decoding=decoding)

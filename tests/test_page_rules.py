@@ -6,14 +6,14 @@ import pytest
 from page_truth import TruthDetector
 from PIL import Image, ImageDraw
 
-from benchmarks.pages import make_page, make_webtoon
 from mlx_mangaocr import PageReader
-from mlx_mangaocr.detection.postprocess import Detection
-from mlx_mangaocr.pages.boxes import BoxRules, text_boxes, to_pixels
-from mlx_mangaocr.pages.crops import font_size, grow, split_long
-from mlx_mangaocr.pages.reader import ReadingRules
-from mlx_mangaocr.pages.reading_order import reading_order
-from mlx_mangaocr.pages.slicing import merge_slices, slices
+from mlx_mangaocr.models.detection.postprocess import Detection
+from mlx_mangaocr.pipelines.pages.boxes import BoxRules, text_boxes, to_pixels
+from mlx_mangaocr.pipelines.pages.crops import font_size, grow, split_long
+from mlx_mangaocr.pipelines.pages.reader import ReadingRules
+from mlx_mangaocr.pipelines.pages.reading_order import reading_order
+from mlx_mangaocr.pipelines.pages.slicing import merge_slices, slices
+from testing.pages import make_page, make_webtoon
 
 
 def det(box, label="text_bubble", score=0.9):

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from benchmarks.pages import make_page, make_webtoon
+from testing.pages import make_page, make_webtoon
 
 
 def _panel_of(page, box):

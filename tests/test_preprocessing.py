@@ -1,15 +1,16 @@
 """Pixel values equal upstream's (transformers' PIL image processor after L -> RGB), bit for bit."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from oracle import generated_images, pixel_values
 from PIL import Image
 
-from benchmarks.synthetic import IMAGES
-from mlx_mangaocr.images import load_image
-from mlx_mangaocr.ocr.image_processing import ImageProcessor
+from mlx_mangaocr.core.images import load_image
+from mlx_mangaocr.models.ocr.image_processing import ImageProcessor
+from testing.synthetic import IMAGES
 
 
 @pytest.mark.parametrize("path", IMAGES, ids=[p.name for p in IMAGES])
@@ -57,3 +58,31 @@ def test_png_bytes_round_trip():
     buf = io.BytesIO()
     Image.fromarray(np.full((8, 9), 7, dtype=np.uint8), mode="L").save(buf, format="PNG")
     assert load_image(buf.getvalue()).size == (9, 8)
+
+
+def test_one_suffix_set_for_crops_pages_and_volumes(tmp_path):
+    """Every suffix of IMAGE_SUFFIXES is a format this Pillow decodes, and every mode takes it: crops
+    in a folder, --watch, and a volume's pages (folder or archive)."""
+    import zipfile
+
+    from PIL import Image, features
+
+    from mlx_mangaocr.core.images import IMAGE_SUFFIXES, image_files
+    from mlx_mangaocr.frontends.cli.common import expand_inputs
+    from mlx_mangaocr.pipelines.volumes.volume import Volume
+
+    assert (".avif" in IMAGE_SUFFIXES) == bool(features.check("avif"))
+    formats = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".gif": "GIF",
+               ".tif": "TIFF", ".tiff": "TIFF", ".avif": "AVIF"}  # fmt: skip
+    folder = tmp_path / "all"
+    folder.mkdir()
+    with zipfile.ZipFile(tmp_path / "all.cbz", "w") as archive:
+        for i, suffix in enumerate(IMAGE_SUFFIXES):
+            path = folder / f"{i:02d}{suffix.upper() if i % 2 else suffix}"
+            Image.new("RGB", (16, 12), (i * 9, 80, 160)).save(path, format=formats[suffix])
+            archive.write(path, path.name)
+            assert load_image(path).size == (16, 12)  # decodable here
+    names = sorted(p.name for p in folder.iterdir())
+    assert [p.name for p in image_files(folder)] == names  # --watch and crop folders
+    assert [Path(p).name for p in expand_inputs([str(folder)])[0]] == names
+    assert Volume.open(folder).pages == names and Volume.open(tmp_path / "all.cbz").pages == names

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from oracle import pixel_values
 from PIL import Image
 
-from benchmarks.synthetic import IMAGES
 from mlx_mangaocr import InvalidImageError, MangaOcrError, ModelLoadError, load_mlx_processor
+from testing.synthetic import IMAGES
 
 RNG = np.random.default_rng(0)
 GRAY = RNG.integers(0, 256, size=(40, 60), dtype=np.uint8)
@@ -205,7 +205,7 @@ def test_output_stops_at_the_maximum_length(tmp_path):
     """A model that never produces [SEP] still returns, with max_length tokens at most."""
     from conftest import Built
 
-    from benchmarks.synthetic import Spec
+    from testing.synthetic import Spec
 
     Built(tmp_path, Spec(head_scale=30.0, sep_bias=-50.0, cross_scale=5.0, seed=3))  # [SEP] never wins
     processor = load_mlx_processor(tmp_path)

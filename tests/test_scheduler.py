@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from oracle import generated_images
 
-import mlx_mangaocr.ocr.generate as generate_module
-from benchmarks.synthetic import IMAGES
+import mlx_mangaocr.engine.steppers as generate_module
 from mlx_mangaocr import MangaOcrProcessor, load_mlx_processor
+from testing.synthetic import IMAGES
 
 # Ragged settings on the tiny checkpoint (its own lengths: 11 to 63 tokens greedy, 42 to 53 beam):
 # max_length 40 and 20 cut some rows, which then run to max_length.

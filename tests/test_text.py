@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oracle import tokenizer, upstream_post_process
 
-from mlx_mangaocr.ocr.text import Vocab, post_process
+from mlx_mangaocr.models.ocr.text import Vocab, post_process
 
 TRICKY = {
     "": "",
