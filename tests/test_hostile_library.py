@@ -44,7 +44,7 @@ from mlx_mangaocr.frontends.cli import main
 from mlx_mangaocr.pipelines.jsonl_parts import read_records
 from mlx_mangaocr.pipelines.volumes.library import find_volumes
 from mlx_mangaocr.pipelines.volumes.results import PageResults
-from mlx_mangaocr.pipelines.volumes.volume import Volume
+from mlx_mangaocr.pipelines.volumes.volume import Volume, VolumeError
 from testing.synthetic import IMAGES
 
 SJIS = "ページ".encode("cp932")  # a Japanese Windows name, as unpacked on Linux
@@ -336,7 +336,7 @@ def test_links_to_ancestors_are_followed_once(tmp_path):
 # --- any archive member may be hostile ----------------------------------------------------------
 
 
-def test_hostile_members_fail_alone(tmp_path):
+def test_hostile_members_fail_alone(tmp_path, monkeypatch):
     page = page_png(0)
     members = {"1.png": page, "2.png": page, "3.png": page, "notes.txt": b"x" * 100}
     cbz = zip_of(tmp_path / "vol.cbz", members, zipfile.ZIP_STORED)
@@ -364,6 +364,14 @@ def test_hostile_members_fail_alone(tmp_path):
     volume = Volume.open(bomb, max_member_bytes=2**20)
     with pytest.raises(Exception, match="over the 1,048,576-byte limit on an archive member"):
         volume.load("000.png")
+    # a central directory of a million empty members: refused from its count, before zipfile lists it
+    from mlx_mangaocr.pipelines.volumes import volume as volume_module
+
+    many = zip_of(tmp_path / "many.cbz", {f"{i}.png": b"" for i in range(70_000)})  # zip64 past 65,535
+    assert volume_module.member_count(many) == 70_000
+    monkeypatch.setattr(volume_module, "MAX_MEMBERS", 69_999)
+    with pytest.raises(VolumeError, match="lists 70,000 members, over the 69,999 a volume may have"):
+        Volume.open(many)
 
 
 # --- EXIF orientation: pages as readers show them ---------------------------------------------

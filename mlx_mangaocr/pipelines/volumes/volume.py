@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from ...core.names import (
 PAGE_SUFFIXES = IMAGE_SUFFIXES  # the one set (core.images): pages are images like any other
 ARCHIVE_SUFFIXES = (".cbz", ".zip")
 MAX_MEMBER_BYTES = 256 * 2**20  # the default limit on an archive member's declared (inflated) size
+MAX_MEMBERS = 100_000  # an archive listing more members is refused unread: zipfile keeps ~1 KB a member
 ENCRYPTED = 0x1  # zip general purpose flag bit 0
 
 
@@ -131,6 +133,10 @@ class Volume:
         elif path.suffix.lower() in ARCHIVE_SUFFIXES:
             if not path.is_file():  # a FIFO or a device would make zipfile wait forever
                 raise VolumeError(f"{shown} is not a regular file, so not a readable archive")
+            count = member_count(path)
+            if count is not None and count > MAX_MEMBERS:
+                raise VolumeError(f"{shown} lists {count:,} members, over the {MAX_MEMBERS:,} a volume may have: not "
+                                  "read (listing them alone would take about 1 KB of memory each)")  # fmt: skip
             try:
                 archive = zipfile.ZipFile(path)
             except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
@@ -226,3 +232,28 @@ class Volume:
     def close(self) -> None:
         if self._archive is not None:
             self._archive.close()
+
+
+def member_count(path: Path) -> int | None:
+    """How many members a zip's end-of-central-directory record declares (zip64's too), read
+    before ``zipfile`` lists them all; None when no record is found (zipfile then says why)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 65_557))  # the record (22 bytes) and a comment of at most 65,535
+        tail = f.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or at + 22 > len(tail):
+            return None
+        (count,) = struct.unpack_from("<H", tail, at + 10)
+        if count != 0xFFFF:
+            return count
+        locator = tail.rfind(b"PK\x06\x07", 0, at)  # zip64: the locator points at the zip64 record
+        if locator < 0:
+            return None
+        (offset,) = struct.unpack_from("<Q", tail, locator + 8)
+        f.seek(offset)
+        record = f.read(56)
+        if len(record) < 40 or record[:4] != b"PK\x06\x06":
+            return None
+        return struct.unpack_from("<Q", record, 32)[0]
