@@ -405,12 +405,12 @@ def test_one_page_or_no_model_gets_a_clear_error(tiny_processor, small_detector)
 
 # --- all of it at once, beside good volumes, with memory bounded by the settings ---------------
 
-LIMITS = {"batch": 2, "max_pixels": 4_000_000, "max_member_mb": 64}
+LIMITS = {"page_group": 2, "max_pixels": 4_000_000, "max_member_mb": 64}
 BYTES_PER_PIXEL = 10  # a page held as Pillow's RGB (4 bytes a pixel), its decoded copy (4), its gray copy and array (2)
 
 
 def _command(models, library: Path) -> list[str]:
-    return [sys.executable, "-c", NO_BYPASS, "--mokuro", str(library), *models, "--batch-size", str(LIMITS["batch"]),
+    return [sys.executable, "-c", NO_BYPASS, "--mokuro", str(library), *models, "--page-group", str(LIMITS["page_group"]),
             "--max-pixels", str(LIMITS["max_pixels"]), "--max-member-mb", str(LIMITS["max_member_mb"])]  # fmt: skip
 
 
@@ -449,7 +449,7 @@ def test_a_hostile_library_runs_to_the_end_in_bounded_memory(models, tmp_path):
     ]
     assert tree_digest(lib) == inputs  # no input file changed
     assert not [p for p in lib.rglob("*") if p.name.endswith((".tmp", ".lock"))]
-    pages = LIMITS["batch"] * LIMITS["max_pixels"] * BYTES_PER_PIXEL / 2**20
+    pages = LIMITS["page_group"] * LIMITS["max_pixels"] * BYTES_PER_PIXEL / 2**20
     bound = baseline + pages + LIMITS["max_member_mb"]
     assert peak <= bound, f"peak RSS {peak:.0f} MiB over {baseline:.0f} + {pages:.0f} + {LIMITS['max_member_mb']} MiB"
     record("hostile library (issue 20): volumes, exit status", f"{len(expected['complete'])} written, status {status}")

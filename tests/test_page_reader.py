@@ -4,12 +4,12 @@ boxes), and end to end on random checkpoints against a reference pipeline built 
 import numpy as np
 import pytest
 from hostile import exif_rotated_jpeg
-from page_truth import TruthDetector
 from PIL import Image
 
 from mlx_mangaocr import InvalidImageError, Page, PageReader
 from mlx_mangaocr.pipelines.pages.boxes import BoxRules
 from mlx_mangaocr.pipelines.pages.reader import ReadingRules
+from testing.page_truth import TruthDetector
 from testing.pages import TEXT_CROPS, make_page, make_webtoon
 
 PAGES = [
@@ -63,9 +63,13 @@ def test_true_boxes_give_the_true_order_kinds_and_crops(tiny_processor):
 def test_read_page_equals_read_pages_and_batches_pages(tiny_processor):
     detector = TruthDetector(PAGES)
     reader = PageReader(tiny_processor, detector)
-    batched = list(reader.read_pages((p.image for p in PAGES[:3]), batch_size=16))
+    batched = list(reader.read_pages((p.image for p in PAGES[:3]), batch_size=16, page_group=3))
     assert detector.calls == [3]  # three pages, one detector batch
     assert_same_pages(batched, [reader.read_page(p.image, batch_size=1) for p in PAGES[:3]])
+    detector.calls.clear()
+    grouped = list(reader.read_pages((p.image for p in PAGES[:3]), batch_size=16))  # the default group: 2 pages
+    assert detector.calls == [2, 1]
+    assert_same_pages(grouped, batched)
 
 
 def test_a_tall_page_is_detected_in_slices_and_finds_every_box_once(tiny_processor):

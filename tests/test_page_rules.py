@@ -3,7 +3,6 @@ long-line chunks, font size, and tall-page slices (see mlx_mangaocr/pages and th
 
 import numpy as np
 import pytest
-from page_truth import TruthDetector
 from PIL import Image, ImageDraw
 
 from mlx_mangaocr import PageReader
@@ -13,6 +12,7 @@ from mlx_mangaocr.pipelines.pages.crops import font_size, grow, split_long
 from mlx_mangaocr.pipelines.pages.reader import ReadingRules
 from mlx_mangaocr.pipelines.pages.reading_order import reading_order
 from mlx_mangaocr.pipelines.pages.slicing import merge_slices, slices
+from testing.page_truth import TruthDetector
 from testing.pages import make_page, make_webtoon
 
 

@@ -16,7 +16,7 @@ from ...pipelines.volumes.job import LibraryCallback, VolumeSummary, read_librar
 from ...pipelines.volumes.volume import MAX_MEMBER_BYTES
 from . import common
 from .common import PrintingCallback, error
-from .pages import add_page_options, load_reader
+from .pages import add_page_options, load_reader, with_buffer_pool
 
 
 def build_parser():
@@ -42,7 +42,7 @@ def build_parser():
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    return common.with_pixel_limit(args, lambda: _run(args))
+    return common.with_pixel_limit(args, lambda: with_buffer_pool(args, lambda: _run(args)))
 
 
 class _Report(PrintingCallback, LibraryCallback):
@@ -87,7 +87,7 @@ def _run(args) -> int:
     report = _Report(show, ranks)
     try:
         result = read_library(reader, args.inputs, settings, report, ranks, args.batch_size, args.force, args.wait,
-                              int(args.max_member_mb * 2**20))  # fmt: skip
+                              int(args.max_member_mb * 2**20), args.page_group)  # fmt: skip
     except DistributedError as e:
         error(str(e))
         return 2

@@ -17,7 +17,7 @@ from ...core.errors import InvalidImageError, MangaOcrError
 from ...core.images import load_page
 from ...core.names import display_name
 from ...core.ranks import DistributedError, Ranks
-from ...pipelines.pages.reader import load_page_reader
+from ...pipelines.pages.reader import PAGE_GROUP, load_page_reader
 from . import common
 from .common import Output, Progress, error, expand_inputs
 
@@ -25,9 +25,24 @@ from .common import Output, Progress, error, expand_inputs
 def add_page_options(p) -> None:
     common.add_model(p)
     common.add_detector(p)
-    common.add_decoding(p, batch="pages read together, and crops decoded together")
+    common.add_decoding(p, batch="crops decoded together")
     common.add_progress(p)
     p.add_argument("--left-to-right", action="store_true", help="western reading order (default: manga's)")
+    p.add_argument(
+        "--page-group",
+        type=common.positive_int,
+        default=PAGE_GROUP,
+        metavar="N",
+        help=f"pages read, detected and held at once (default {PAGE_GROUP}); their crops stream on through the "
+        "OCR, so a small group keeps the decoder full and memory low",
+    )
+    p.add_argument(
+        "--buffer-pool-mb",
+        type=common.non_negative,
+        metavar="MB",
+        help="cap MLX's pool of freed buffers kept for reuse (mx.set_cache_limit; default: MLX's own, up to its "
+        "memory limit). 0 frees them at once: less memory over a volume (README: memory)",
+    )
 
 
 def build_parser():
@@ -44,7 +59,7 @@ def build_parser():
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    return common.with_pixel_limit(args, lambda: _run(args))
+    return common.with_pixel_limit(args, lambda: with_buffer_pool(args, lambda: _run(args)))
 
 
 def load_reader(args):
@@ -57,6 +72,20 @@ def load_reader(args):
         return None
     reader.ocr.scheduler = args.scheduler or reader.ocr.scheduler
     return reader
+
+
+def with_buffer_pool(args, run):
+    """``run()`` with MLX's pool of freed buffers (what MLX calls its cache) capped at
+    ``--buffer-pool-mb``; the earlier limit is restored after."""
+    if args.buffer_pool_mb is None:
+        return run()
+    import mlx.core as mx
+
+    before = mx.set_cache_limit(int(args.buffer_pool_mb * 2**20))
+    try:
+        return run()
+    finally:
+        mx.set_cache_limit(before)
 
 
 def _run(args) -> int:
@@ -136,15 +165,15 @@ def _read(reader, args, stream, paths: list[str], errors: list[dict], drawings: 
         out.emit(record)
     show = args.progress if args.progress is not None else several and sys.stderr.isatty()
     progress = Progress(len(paths), show, unit="pages")
-    for start in range(0, len(paths), args.batch_size):
-        chunk = paths[start : start + args.batch_size]
+    for start in range(0, len(paths), args.page_group):
+        chunk = paths[start : start + args.page_group]
         images, failed = {}, {}
         for path in chunk:
             try:
                 images[path] = load_page(path)
             except InvalidImageError as e:
                 failed[path] = str(e)
-        pages = dict(zip(images, reader.read_pages(images.values(), args.batch_size), strict=True))
+        pages = dict(zip(images, reader.read_pages(images.values(), args.batch_size, args.page_group), strict=True))
         for path in chunk:
             name = display_name(path)
             if path in failed:

@@ -8,6 +8,7 @@ for page in reader.read_pages(paths, batch_size=16): ...
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ...core.images import ImageInput, check_many, load_page
+from ...engine.chunks import pixel_chunks
 from ...engine.scheduler import check_batch_size
 from ..detect import Detector, load_detector
 from ..ocr import MangaOcrProcessor, load_ocr
@@ -24,6 +26,8 @@ from .crops import font_size, grow, is_vertical, split_long
 from .page import Block, Page
 from .reading_order import reading_order
 from .slicing import merge_slices, slices
+
+PAGE_GROUP = 2  # pages read and held at once by default (README: memory); their crops stream on
 
 
 @dataclass(frozen=True)
@@ -97,48 +101,85 @@ class PageReader:
             for chunk in chunks
         ]
 
-    def read_pages(self, images: Iterable[ImageInput], batch_size: int = 16) -> Iterator[Page]:
-        """Pages from any iterable, ``batch_size`` pages at a time: their detector inputs run as
-        batches, then all their crops go through the OCR ``batch_size`` at a time. Yields pages in
-        order. A page that cannot be read raises ``InvalidImageError`` before its group's model work."""
+    def read_pages(self, images: Iterable[ImageInput], batch_size: int = 16, page_group: int | None = None,
+                   ) -> Iterator[Page]:  # fmt: skip
+        """Pages from any iterable, in order. ``page_group`` pages at a time (default
+        ``PAGE_GROUP``) are read, detected (their slices ``batch_size`` to a detector batch) and cut
+        into crops; the crops of every group flow into one stream through the OCR, ``batch_size``
+        decoding together, and the next group is read only when the decoder has room for more
+        crops. So the decoder stays full across pages while only a group of pages is held at once.
+        A page that cannot be read raises ``InvalidImageError`` when its group is read."""
         check_batch_size(batch_size)
+        page_group = PAGE_GROUP if page_group is None else page_group
+        if isinstance(page_group, bool) or not isinstance(page_group, int) or page_group < 1:
+            raise ValueError(f"page_group must be a whole number >= 1, got {page_group!r}")
         check_many(images, "read_pages")
-        return self._read_pages(images, batch_size)
-
-    def _read_pages(self, images: Iterable[ImageInput], batch_size: int) -> Iterator[Page]:
-        group: list[Image.Image] = []
-        for image in images:
-            group.append(load_page(image))
-            if len(group) == batch_size:  # pages per group; a lone page still batches its slices and crops
-                yield from self._read_group(group, batch_size)
-                group = []
-        if group:
-            yield from self._read_group(group, batch_size)
+        return self._read_pages(images, batch_size, page_group)
 
     def read_page(self, image: ImageInput, batch_size: int = 16) -> Page:
         """One page -> ``Page(width, height, blocks)``, blocks in reading order. Its slices (tall
         pages) and its crops run ``batch_size`` at a time."""
         return next(self.read_pages([image], batch_size=batch_size))
 
-    def _read_group(self, group: list[Image.Image], batch_size: int) -> list[Page]:
-        pending = [self.arrange(page, boxes) for page, boxes in zip(group, self.detect(group, batch_size), strict=True)]
-        crops = [crop for p in pending for crop in self.crops(p)]
-        chunks = (
-            np.stack([self.ocr.image_processor(c) for c in crops[start : start + batch_size]])
-            for start in range(0, len(crops), batch_size)
-        )
-        results = list(self.ocr.recognize_stream(chunks, batch_size, **self.decoding))
-        pages, at = [], 0
-        for p in pending:
-            blocks = []
-            for box, chunks, size in zip(p.boxes, p.chunks, p.sizes, strict=True):
-                read = results[at : at + len(chunks)]
-                at += len(chunks)
-                text = "".join(r.text for r in read)
-                confidence = float(np.mean([r.confidence for r in read]))
-                blocks.append(Block(box.box, box.kind, is_vertical(box.box), text, confidence, box.bubble, size))
-            pages.append(Page(p.image.width, p.image.height, blocks))
-        return pages
+    def _read_pages(self, images: Iterable[ImageInput], batch_size: int, page_group: int) -> Iterator[Page]:
+        laid_out: deque[_Layout] = deque()  # pages whose crops are in the stream, in order
+
+        def crop_chunks() -> Iterator[np.ndarray]:
+            for group in _groups(images, page_group):
+                pending = [self.arrange(page, boxes) for page, boxes in zip(group, self.detect(group, batch_size),
+                                                                            strict=True)]  # fmt: skip
+                crops = [crop for p in pending for crop in self.crops(p)]
+                laid_out.extend(_Layout(p.image.width, p.image.height, p.boxes, p.chunks, p.sizes) for p in pending)
+                del group, pending  # the pages themselves are not needed past their crops
+                yield from pixel_chunks(crops, batch_size, self.ocr.image_processor)
+
+        results: list = []
+        for result in self.ocr.recognize_stream(crop_chunks(), batch_size, **self.decoding):
+            results.append(result)
+            while laid_out and laid_out[0].count <= len(results):
+                layout = laid_out.popleft()
+                yield layout.page(results[: layout.count])
+                del results[: layout.count]
+        while laid_out:  # pages without text at the end
+            yield laid_out.popleft().page([])
+
+
+@dataclass
+class _Layout:
+    """A page between cutting its crops and its OCR results: its size and blocks to fill."""
+
+    width: int
+    height: int
+    boxes: list[TextBox]
+    chunks: list[list[tuple[int, int, int, int]]]
+    sizes: list[int]
+
+    @property
+    def count(self) -> int:
+        """The crops the OCR reads for this page."""
+        return sum(len(c) for c in self.chunks)
+
+    def page(self, results: list) -> Page:
+        blocks, at = [], 0
+        for box, chunks, size in zip(self.boxes, self.chunks, self.sizes, strict=True):
+            read = results[at : at + len(chunks)]
+            at += len(chunks)
+            text = "".join(r.text for r in read)
+            confidence = float(np.mean([r.confidence for r in read]))
+            blocks.append(Block(box.box, box.kind, is_vertical(box.box), text, confidence, box.bubble, size))
+        return Page(self.width, self.height, blocks)
+
+
+def _groups(images: Iterable[ImageInput], size: int) -> Iterator[list[Image.Image]]:
+    """The pages, loaded (``load_page``), ``size`` at a time."""
+    group: list[Image.Image] = []
+    for image in images:
+        group.append(load_page(image))
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def load_page_reader(

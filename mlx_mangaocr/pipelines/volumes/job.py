@@ -69,8 +69,10 @@ class VolumeJob:
 
     beside = "the volume"
 
-    def __init__(self, reader, volume: Volume, settings: str, batch_size: int = 16, force: bool = False):
+    def __init__(self, reader, volume: Volume, settings: str, batch_size: int = 16, force: bool = False,
+                 page_group: int | None = None):  # fmt: skip
         self.reader, self.volume, self.batch_size, self.force = reader, volume, batch_size, force
+        self.page_group = page_group
         self.results = PageResults(volume, settings)
         self.lock_path, self.what = volume.lock_path, volume.shown
         self.done: dict[str, Page] = {}
@@ -134,7 +136,7 @@ class VolumeJob:
                 names.append((page, stamp))
                 yield image
 
-        for i, read in enumerate(self.reader.read_pages(readable(), self.batch_size)):  # the reader groups pages
+        for i, read in enumerate(self.reader.read_pages(readable(), self.batch_size, self.page_group)):
             page, stamp = names[i]
             try:
                 self.results.put(page, stamp, read)
@@ -181,11 +183,12 @@ class VolumeJob:
 
 def read_library(reader, inputs: list[str | Path], settings: str, callback: LibraryCallback,
                  ranks: Ranks | None = None, batch_size: int = 16, force: bool = False, wait: float = 0.0,
-                 max_member_bytes: int = MAX_MEMBER_BYTES) -> LibraryResult:  # fmt: skip
+                 max_member_bytes: int = MAX_MEMBER_BYTES, page_group: int | None = None) -> LibraryResult:  # fmt: skip
     """Every volume that ``inputs`` (volumes and libraries) name, in turn, each to its ``.mokuro``.
     ``settings`` is what a page's result depends on (models and options, as text). With several
     ``ranks`` every rank calls this with the same arguments and the pages of each volume are
-    shared; ``callback`` hears about every page, volume and folder that fails, and each outcome."""
+    shared; ``callback`` hears about every page, volume and folder that fails, and each outcome.
+    ``page_group`` pages are read and held at once (``PageReader.read_pages``)."""
     ranks = ranks or Ranks()
     result = LibraryResult(by_rank=[[0, 0] for _ in range(ranks.size)])
     paths: list[Path] = []
@@ -212,7 +215,8 @@ def read_library(reader, inputs: list[str | Path], settings: str, callback: Libr
     ranks.check_shared({p.parent for p in paths})
     result.volumes = len(paths)
     for path in paths:
-        summary = _read_one(reader, path, settings, callback, ranks, batch_size, force, wait, max_member_bytes)
+        summary = _read_one(reader, path, settings, callback, ranks, batch_size, force, wait, max_member_bytes,
+                            page_group)  # fmt: skip
         if summary.status == "done before":
             result.done_before += 1
         elif summary.status == "written":
@@ -227,7 +231,7 @@ def read_library(reader, inputs: list[str | Path], settings: str, callback: Libr
 
 
 def _read_one(reader, path: Path, settings: str, callback: JobCallback, ranks: Ranks, batch_size: int, force: bool,
-              wait: float, max_member_bytes: int) -> VolumeSummary:  # fmt: skip
+              wait: float, max_member_bytes: int, page_group: int | None) -> VolumeSummary:  # fmt: skip
     volume = None
     try:
         volume = Volume.open(path, max_member_bytes=max_member_bytes)
@@ -238,7 +242,7 @@ def _read_one(reader, path: Path, settings: str, callback: JobCallback, ranks: R
         if volume is None:
             run_job(_Unopened(path), ranks, callback, ready=False)  # the other ranks' gather
             return VolumeSummary(path, "failed")
-        job = VolumeJob(reader, volume, settings, batch_size, force)
+        job = VolumeJob(reader, volume, settings, batch_size, force, page_group)
         outcome = run_job(job, ranks, callback, wait)
         status = "written" if outcome.status == "worked" else outcome.status  # "worked": a rank other than 0
         return VolumeSummary(path, status, job.written, len(volume.pages), job.cached, outcome.by_rank)
