@@ -138,7 +138,7 @@ def _detector_section(args, out: Path) -> dict:
         for side, model in (("mlx", str(mlx_detector)), ("torch", detector))
     })  # fmt: skip
     return {
-        "model": "synthetic full-size random weights (benchmarks/synthetic_detector.py FULL_DETECTOR)"
+        "model": "synthetic full-size random weights (testing/synthetic_detector.py FULL_DETECTOR)"
         if not args.detector
         else args.detector,
         "pages": len(pages),
@@ -207,9 +207,9 @@ def _ragged_section(args, out: Path, model: str, mlx_model: str) -> dict:
     return section
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__.split("\n")[0], allow_abbrev=False
+        prog=prog, description=__doc__.split("\n")[0], allow_abbrev=False
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="hub id or Hugging Face folder (the PyTorch side's model)")
@@ -335,8 +335,22 @@ def _cold_section(args, images: list[str], model: str, mlx_model: str) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _absolute(args) -> None:
+    """Paths as given, made absolute here: the workers run in the checkout (``ROOT``), wherever this
+    command was started (``mlx-mangaocr bench`` runs from anywhere)."""
+    args.out = str(Path(args.out).absolute())
+    for name in ("images", "pages"):
+        if getattr(args, name):
+            setattr(args, name, [str(Path(p).absolute()) for p in getattr(args, name)])
+    for name in ("model", "mlx_model", "detector"):
+        value = getattr(args, name)
+        if value and Path(value).exists():
+            setattr(args, name, str(Path(value).absolute()))
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
+    args = build_parser(prog).parse_args(argv)
+    _absolute(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images = _images(args.images)

@@ -3,7 +3,7 @@
     python -m benchmarks.read_pages {mlx|torch} --ocr M --detector D --pages F... --out side.json [options]
 
 Whole pages to text: detection, clean-up, reading order, crops and OCR, with the same rules on both
-sides (``mlx_mangaocr.pages``; the PyTorch side is ``benchmarks/torch_pages.py``). For each batch
+sides (``mlx_mangaocr.pipelines.pages``; the PyTorch side is ``testing/torch_pages.py``). For each batch
 size, after a warm-up read at that batch size on a small generated page: pages per second over all
 the pages. On the MLX side the batch size is ``read_pages``' (pages per group, crops per OCR batch,
 detector inputs per batch); on the PyTorch side batch 1 is manga-ocr's ``generate`` on one crop at a

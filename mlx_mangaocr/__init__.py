@@ -12,17 +12,21 @@ volumes, the sharded job) > ``engine`` (search, steppers, scheduler, chunks) > `
 images, names, files, locks, ranks). The names below are loaded on first use.
 """
 
+import threading
+
+from ._moved import install
 from .core.blas import load_openblas
 
 load_openblas()  # must run before the first `import mlx`
+install(__name__)  # the module paths of before the layers, kept (_moved.py)
 
 # public name -> the module that defines it (imported on first use: `import mlx_mangaocr` stays light
 # and the package itself imports no front end)
 _EXPORTS = {
-    "Block": "pipelines.pages.page",
-    "Page": "pipelines.pages.page",
-    "PageReader": "pipelines.pages.reader",
-    "load_page_reader": "pipelines.pages.reader",
+    "Block": "pipelines.pages",
+    "Page": "pipelines.pages",
+    "PageReader": "pipelines.pages",
+    "load_page_reader": "pipelines.pages",
     "Detection": "models.detection.postprocess",
     "Detector": "pipelines.detect",
     "load_detector": "pipelines.detect",
@@ -41,12 +45,16 @@ __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
 
+_LOADING = threading.RLock()  # one thread at a time imports: two threads taking module locks in turn deadlock
+
+
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'mlx_mangaocr' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    with _LOADING:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     globals()[name] = value
     return value
 

@@ -1,7 +1,11 @@
 """``python -m mlx_mangaocr.compat COMMAND`` and ``mlx_mangaocr.compat.install()``: the ``manga_ocr``
-alias, kept at its first path (it lives in ``frontends.compat``)."""
+alias at its first path. Imported, this name is ``frontends.compat`` itself (one module object)."""
 
-from .frontends.compat import install, main, run  # noqa: F401
+import sys
+
+from .frontends import compat as _compat
 
 if __name__ == "__main__":
-    main()
+    _compat.main()
+else:
+    sys.modules[__name__] = _compat

@@ -1,9 +1,11 @@
 """``python -m mlx_mangaocr.convert`` and ``mlx_mangaocr.convert.convert(source, output)``: the
-converter, kept at its first path (it lives in ``frontends.convert``)."""
+converter at its first path. Imported, this name is ``frontends.convert`` itself (one module object)."""
 
 import sys
 
-from .frontends.convert import convert, default_output, main, model_kind  # noqa: F401
+from .frontends import convert as _convert
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_convert.main())
+else:
+    sys.modules[__name__] = _convert

@@ -1,4 +1,8 @@
-"""``from mlx_mangaocr.dropin import MangaOcr``: the drop-in, kept at its first path (it lives in
-``frontends.dropin``)."""
+"""``mlx_mangaocr.dropin``: the drop-in at its first path. This name is ``frontends.dropin`` itself
+(one module object), so ``mlx_mangaocr.dropin.post_process = f`` changes what ``MangaOcr`` returns."""
 
-from .frontends.dropin import MangaOcr, post_process  # noqa: F401
+import sys
+
+from .frontends import dropin as _dropin
+
+sys.modules[__name__] = _dropin

@@ -2,7 +2,7 @@
 ``post_process_object_detection``, then manga-ocr's ``generate`` on each crop (``batch_size=1``, as
 mokuro and comic-translate call it) or on batches of crops.
 
-It plugs transformers into ``mlx_mangaocr.pages.PageReader`` in place of the MLX models, so the
+It plugs transformers into ``mlx_mangaocr.pipelines.pages.PageReader`` in place of the MLX models, so the
 clean-up, reading order, crop and slicing rules are the same code: the tests use it as the page
 oracle, and the benchmark as the PyTorch side.
 """

@@ -176,3 +176,17 @@ def test_sync_waits_for_cuda_and_mps_and_nothing_else():
     detector.torch, detector.device = torch, "mps"
     detector.sync()
     assert torch.mps.calls == 2  # the detector side waits for MPS too (it waited for CUDA alone)
+
+
+def test_paths_are_made_absolute_before_the_workers_run_in_the_checkout(tmp_path, monkeypatch):
+    from benchmarks.__main__ import _absolute, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    args = build_parser("mlx-mangaocr bench").parse_args(["--model", "m", "--images", "a.png", "--out", "bout"])
+    _absolute(args)
+    assert (args.out, args.images, args.model) == (
+        str(tmp_path / "bout"),
+        [str(tmp_path / "a.png")],
+        str(tmp_path / "m"),
+    )

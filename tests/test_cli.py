@@ -239,3 +239,43 @@ def test_bench_outside_a_checkout_says_so_in_one_line(monkeypatch, tmp_path, cap
     assert main(["bench", "--synthetic"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "benchmark harness of a checkout" in err
+
+
+def test_live_modes_refuse_to_run_on_several_ranks(tiny, tmp_path, monkeypatch, capsys):
+    from mlx_mangaocr.core.ranks import Ranks
+
+    class TwoRanks:
+        def rank(self):
+            return 0
+
+        def size(self):
+            return 2
+
+    monkeypatch.setattr(Ranks, "init", classmethod(lambda cls: cls(TwoRanks())))
+    assert main(["--watch", str(tmp_path), "--model", str(tiny.folder)]) == 2
+    assert "run watch as one process" in capsys.readouterr().err
+    assert main(["--pages", str(IMAGES[0]), "--model", str(tiny.folder)]) == 2
+    assert "run pages as one process" in capsys.readouterr().err
+
+
+def test_an_error_after_the_bar_has_a_line_of_its_own(capsys):
+    from mlx_mangaocr.frontends.cli.common import PrintingCallback
+
+    report = PrintingCallback(show=True)
+    report.on_start("vol", 3, 0)
+    report.on_advance(1)
+    report.on_error("vol: p2.png is not an image")
+    err = capsys.readouterr().err
+    assert "\nerror: vol: p2.png is not an image\n" in err and "error: \n" not in err
+
+
+def test_a_last_line_without_its_newline_in_file_is_kept(tiny, tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"path": "mine", "text": "kept"}\nnotes without a newline')
+    assert main([str(IMAGES[0]), "--model", str(tiny.folder), "--decoding", "greedy", "--jsonl", "--output",
+                 str(out)]) == 0  # fmt: skip
+    lines = out.read_text().splitlines()
+    assert lines[:2] == ['{"path": "mine", "text": "kept"}', "notes without a newline"] and len(lines) == 3
+    (tmp_path / "bad.jsonl").write_bytes(b"\xff\xfe no newline")
+    assert main([str(IMAGES[0]), "--model", str(tiny.folder), "--jsonl", "--output", str(tmp_path / "bad.jsonl")]) == 2
+    assert (tmp_path / "bad.jsonl").read_bytes() == b"\xff\xfe no newline"

@@ -410,8 +410,9 @@ BYTES_PER_PIXEL = 10  # a page held as Pillow's RGB (4 bytes a pixel), its decod
 
 
 def _command(models, library: Path) -> list[str]:
-    return [sys.executable, "-c", NO_BYPASS, "--mokuro", str(library), *models, "--page-group", str(LIMITS["page_group"]),
-            "--max-pixels", str(LIMITS["max_pixels"]), "--max-member-mb", str(LIMITS["max_member_mb"])]  # fmt: skip
+    return [sys.executable, "-c", NO_BYPASS, "--mokuro", str(library), *models,
+            "--page-group", str(LIMITS["page_group"]), "--max-pixels", str(LIMITS["max_pixels"]),
+            "--max-member-mb", str(LIMITS["max_member_mb"])]  # fmt: skip
 
 
 def test_a_hostile_library_runs_to_the_end_in_bounded_memory(models, tmp_path):

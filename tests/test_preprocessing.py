@@ -71,7 +71,7 @@ def test_one_suffix_set_for_crops_pages_and_volumes(tmp_path):
     from mlx_mangaocr.frontends.cli.common import expand_inputs
     from mlx_mangaocr.pipelines.volumes.volume import Volume
 
-    assert (".avif" in IMAGE_SUFFIXES) == bool(features.check("avif"))
+    assert (".avif" in IMAGE_SUFFIXES) == ("avif" in features.modules and features.check_module("avif"))
     formats = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".gif": "GIF",
                ".tif": "TIFF", ".tiff": "TIFF", ".avif": "AVIF"}  # fmt: skip
     folder = tmp_path / "all"

@@ -149,3 +149,19 @@ def test_bad_scheduler_and_batch_size_are_refused(tiny_processor):
         tiny_processor.recognize(IMAGES[:2], batch_size=0)
     with pytest.raises(ValueError, match="scheduler must be one of"):
         MangaOcrProcessor(tiny_processor.checkpoint, scheduler="nope")
+
+
+def test_a_model_goes_when_its_processor_goes(tiny):
+    """The compiled decoder step is kept with its model, not beside it: loading and dropping
+    processors (as tools that re-create MangaOcr do) frees each model."""
+    import gc
+    import weakref
+
+    refs = []
+    for _ in range(3):
+        processor = load_mlx_processor(tiny.folder)
+        processor.process_image(IMAGES[0], num_beams=1)  # compiles the step
+        refs.append(weakref.ref(processor.model))
+        del processor
+        gc.collect()
+    assert all(ref() is None for ref in refs)

@@ -24,7 +24,7 @@ def _suffixes() -> tuple[str, ...]:
     found = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff"]
     if features.check("webp"):
         found.append(".webp")
-    if features.check("avif"):  # Pillow's own AVIF plugin (its wheels have it from 11.2 on)
+    if "avif" in features.modules and features.check_module("avif"):  # Pillow's AVIF plugin: 11.2 on
         found.append(".avif")
     return tuple(found)
 

@@ -8,9 +8,6 @@ every row stands at its own position (``RowKVCache``), through a pure step compi
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable
-
 import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
@@ -148,21 +145,17 @@ def _pure_step(model: MangaOcrModel):
     return pure_step
 
 
-_COMPILED: dict[int, tuple[weakref.ref, tuple[int, ...], Callable]] = {}
-
-
 def compiled_step(model: MangaOcrModel):
     """The model's decoder step as a pure function of arrays, compiled once per model and weights.
     A compiled step holds the weights it was traced with, so it is traced again when they change
-    (quantized, reloaded): the key is the identity of every parameter array."""
+    (quantized, reloaded): the key is the identity of every parameter array. It is kept on the
+    model (``_engine_step``), so it goes when the model goes."""
     weights = tuple(id(v) for _, v in tree_flatten(model.parameters()))
-    found = _COMPILED.get(id(model))
-    if found is not None and found[0]() is model and found[1] == weights:
-        return found[2]
-    for key in [k for k, (ref, _, _) in _COMPILED.items() if ref() is None]:  # models gone
-        del _COMPILED[key]
+    kept = getattr(model, "_engine_step", None)
+    if kept is not None and kept[0] == weights:
+        return kept[1]
     step = mx.compile(_pure_step(model))
-    _COMPILED[id(model)] = (weakref.ref(model), weights, step)
+    object.__setattr__(model, "_engine_step", (weights, step))  # beside the module tree, not in it
     return step
 
 

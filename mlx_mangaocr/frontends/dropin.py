@@ -47,7 +47,7 @@ class MangaOcr:
     An instance may be shared by threads.
 
     Attributes, with their MLX meaning:
-      - ``model``: the MLX model (``mlx_mangaocr.ocr.model.MangaOcrModel``, an ``mlx.nn.Module``), not
+      - ``model``: the MLX model (``mlx_mangaocr.models.ocr.model.MangaOcrModel``, an ``mlx.nn.Module``), not
         a torch module;
       - ``processor``: the image preprocessing; ``mocr.processor(image)`` gives (H, W, 3) float32
         pixels as a NumPy array (upstream: a transformers image processor giving torch tensors);

@@ -3,9 +3,9 @@ the default models are converted on first use (``registry``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from ..core.errors import ModelLoadError
@@ -33,7 +33,8 @@ def converted_folder(repo_id: str, load, save, option: str) -> Path:
     folder = cache_folder(repo_id)
     if (folder / "model.safetensors").is_file():
         return folder
-    print(f"mlx-mangaocr: first use: converting {repo_id} into {folder} ...", file=sys.stderr, flush=True)
+    # A library logs, never prints: with no logging set up, Python shows a warning on stderr anyway.
+    logging.getLogger("mlx_mangaocr").warning("mlx-mangaocr: first use: converting %s into %s ...", repo_id, folder)
     try:
         checkpoint = load(repo_id)
     except ModelLoadError as e:

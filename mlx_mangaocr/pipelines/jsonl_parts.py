@@ -37,18 +37,27 @@ class Merged:
 
 
 def read_records(path: Path, part: bool = False) -> list[tuple[str, dict | None]]:
-    """The complete lines of a JSONL file as (line, record); record is None for a line that is not a
-    JSON object with a ``path``. A last line without its newline (cut by a kill) is left out. FILE
-    must be UTF-8 text (else ``MangaOcrError``: it is not ours to change); in a ``part``, a line
-    that is not is left out (its crop is read again)."""
+    """The lines of a JSONL file as (line, record); record is None for a line that is not a JSON
+    object with a ``path``. In a ``part``, a last line without its newline (cut by a kill) and a
+    line that is not UTF-8 are left out (their crops are read again). FILE is read whole, its last
+    line too (runs write it with a newline: a line without one is the user's, kept), and must be
+    UTF-8 text, else ``MangaOcrError``: it is not ours to change."""
     try:
         data = read_regular(path)
     except FileNotFoundError:
         return []
     except OSError as e:
         raise MangaOcrError(f"cannot read {display_name(path)}: {e.strerror or e}") from None
+    if not part:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise MangaOcrError(
+                f"{display_name(path)} is not a JSON Lines file (not UTF-8 text: {e}); give another --output"
+            ) from None
+    pieces = data.split(b"\n")
     out = []
-    for raw in data.split(b"\n")[:-1]:  # the piece after the last newline is incomplete (or empty)
+    for raw in pieces[:-1] if part else pieces:  # a part's piece after its last newline is incomplete
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:

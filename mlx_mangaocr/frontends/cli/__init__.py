@@ -18,6 +18,7 @@ Every earlier form works as an alias: ``mlx-mangaocr IMAGES...`` is ``read``; ``
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 COMMANDS = {
@@ -90,8 +91,23 @@ def _fail(message: str) -> int:
     return 2
 
 
+class _Stderr(logging.Handler):
+    """The library's log messages (``mlx_mangaocr``: a first-use conversion) on stderr, as lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(record.getMessage(), file=sys.stderr, flush=True)
+
+
+def _show_library_messages() -> None:
+    logger = logging.getLogger("mlx_mangaocr")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr())
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _show_library_messages()
     if not argv:
         print(usage(), file=sys.stderr)
         raise SystemExit(2)

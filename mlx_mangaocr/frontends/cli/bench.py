@@ -13,7 +13,9 @@ CHECKOUT = Path(__file__).resolve().parents[3]  # mlx_mangaocr/frontends/cli/ben
 
 
 def main(argv: list[str]) -> int:
-    if not (CHECKOUT / "benchmarks" / "__main__.py").is_file():
+    project = CHECKOUT / "pyproject.toml"
+    is_checkout = (CHECKOUT / "benchmarks" / "__main__.py").is_file() and project.is_file()
+    if not (is_checkout and 'name = "mlx-mangaocr"' in project.read_text(encoding="utf-8", errors="replace")):
         error("bench runs the benchmark harness of a checkout (benchmarks/ is not installed with the package): "
               "git clone the repository, ./setup_mlx.sh --dev, then .venv/bin/mlx-mangaocr bench")  # fmt: skip
         return 2
@@ -25,4 +27,4 @@ def main(argv: list[str]) -> int:
         sys.path.insert(0, str(CHECKOUT))
     from benchmarks.__main__ import main as bench_main
 
-    return bench_main(argv)
+    return bench_main(argv, prog="mlx-mangaocr bench")

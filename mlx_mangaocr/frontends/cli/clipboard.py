@@ -20,6 +20,8 @@ def build_parser():
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if not common.one_process("clipboard"):
+        return 2
     try:
         clipboard = Clipboard()
     except MangaOcrError as e:

@@ -158,6 +158,23 @@ def open_output(output: str | None):
         return None
 
 
+def one_process(command: str) -> bool:
+    """True when this is one process; else (under ``mlx.launch``) False, after saying why ``command``
+    does not run there: only mokuro and the crop job split their work over ranks."""
+    from ...core.ranks import DistributedError, Ranks
+
+    try:
+        ranks = Ranks.init()
+    except DistributedError as e:
+        error(str(e))
+        return False
+    if ranks.size > 1:
+        error(f"under mlx.launch ({ranks.size} ranks) only mokuro and crops with --jsonl --output FILE split the "
+              f"work; run {command} as one process")  # fmt: skip
+        return False
+    return True
+
+
 def load_processor(args: argparse.Namespace):
     """The OCR model ``--model`` names, with ``--scheduler`` set; None after saying why it cannot load."""
     from ...pipelines.ocr import load_ocr
@@ -256,8 +273,10 @@ class PrintingCallback(JobCallback):
 
     def on_error(self, message: str) -> None:
         self.failed = True
-        after_bar = self.progress is not None and self.show and not self.lines and 0 < self.progress.done
-        error(("\n" if after_bar and self.progress.done < self.progress.total else "") + message)
+        bar = self.progress
+        if bar is not None and bar.enabled and not self.lines and 0 < bar.done < bar.total:
+            sys.stderr.write("\n")  # end the bar's line first: the error gets a line of its own
+        error(message)
 
     def on_note(self, message: str) -> None:
         print(message, file=sys.stderr, flush=True)

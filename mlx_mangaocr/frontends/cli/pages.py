@@ -16,7 +16,6 @@ from ...core.atomic_files import write_atomic
 from ...core.errors import InvalidImageError, MangaOcrError
 from ...core.images import load_page
 from ...core.names import display_name
-from ...core.ranks import DistributedError, Ranks
 from ...pipelines.pages.reader import PAGE_GROUP, load_page_reader
 from . import common
 from .common import Output, Progress, error, expand_inputs
@@ -89,13 +88,7 @@ def with_buffer_pool(args, run):
 
 
 def _run(args) -> int:
-    try:
-        if Ranks.init().size > 1:
-            error("under mlx.launch only mokuro and crops with --jsonl --output FILE split the work; run pages as "
-                  "one process")  # fmt: skip
-            return 2
-    except DistributedError as e:
-        error(str(e))
+    if not common.one_process("pages"):
         return 2
     problem = common.output_problem(args.output, args.inputs)
     if problem:

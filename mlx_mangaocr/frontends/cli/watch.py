@@ -21,6 +21,7 @@ def add_live_options(p) -> None:
     p.add_argument("--output", metavar="FILE", help="append the results to FILE instead of printing them")
     p.add_argument("--interval", type=common.positive, default=0.5, help="seconds between looks (default 0.5)")
     p.add_argument("--limit", type=common.positive_int, help="stop after this many images read (default: never)")
+    common.add_progress(p)  # accepted as before; one image at a time shows no bar
 
 
 def build_parser():
@@ -34,6 +35,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if not Path(args.folder).is_dir():
         error(f"--watch needs a folder: {args.folder}")
+        return 2
+    if not common.one_process("watch"):
         return 2
     return common.with_pixel_limit(args, lambda: run_live(args, lambda read: _watch(args, read)))
 

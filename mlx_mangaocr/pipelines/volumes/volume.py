@@ -128,12 +128,20 @@ class Volume:
         problems: list[str] = []
         archive = None
         if is_dir:
-            files = [name for name in walk_files(path, problems, notes) if Path(name).suffix.lower() in PAGE_SUFFIXES]
+            every = list(walk_files(path, problems, notes))
+            files = [name for name in every if Path(name).suffix.lower() in PAGE_SUFFIXES]
+            avif = [name for name in every if Path(name).suffix.lower() == ".avif" and name not in files]
+            if avif:
+                notes.append(f"{shown}: {len(avif)} .avif page(s) left out (first: {display_name(avif[0])}): this "
+                             "Pillow cannot decode AVIF; pip install 'pillow>=11.2'")  # fmt: skip
             sources = {shown_name: name for name, shown_name in unique_display_names(files).items()}
         elif path.suffix.lower() in ARCHIVE_SUFFIXES:
             if not path.is_file():  # a FIFO or a device would make zipfile wait forever
                 raise VolumeError(f"{shown} is not a regular file, so not a readable archive")
-            count = member_count(path)
+            try:
+                count = member_count(path)
+            except OSError as e:
+                raise VolumeError(f"{shown} is not a readable zip archive: {e.strerror or e}") from None
             if count is not None and count > MAX_MEMBERS:
                 raise VolumeError(f"{shown} lists {count:,} members, over the {MAX_MEMBERS:,} a volume may have: not "
                                   "read (listing them alone would take about 1 KB of memory each)")  # fmt: skip
