@@ -208,9 +208,7 @@ def _ragged_section(args, out: Path, model: str, mlx_model: str) -> dict:
 
 
 def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description=__doc__.split("\n")[0], allow_abbrev=False
-    )
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0], allow_abbrev=False)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="hub id or Hugging Face folder (the PyTorch side's model)")
     source.add_argument("--synthetic", action="store_true", help="build a full-size random-weight checkpoint (offline)")
