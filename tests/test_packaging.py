@@ -2,6 +2,7 @@
 projects), with both console scripts, and the checkout's ``python -m convert`` still works."""
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,8 +17,11 @@ WHERE = "import mlx_mangaocr, importlib.util as u; print(mlx_mangaocr.__file__, 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    source = tmp_path_factory.mktemp("source") / "mlx-mangaocr"  # a copy: setuptools writes build/ where it builds
+    skip = shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", "results", ".*_cache")
+    shutil.copytree(REPO, source, ignore=skip)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
         check=True,
         capture_output=True,
         timeout=300,
@@ -34,6 +38,8 @@ def test_wheel_holds_only_the_library_and_its_entry_points(wheel):
     assert "mlx_mangaocr/convert.py" in names
     sources = {p.relative_to(REPO).as_posix() for p in (REPO / "mlx_mangaocr").rglob("*.py")}
     assert sources - set(names) == set()  # every module, every layer's subpackages included
+    shipped = {n for n in names if n.startswith("mlx_mangaocr/") and n.endswith(".py")}
+    assert shipped - sources == set()  # nothing stale (a build/ folder left by an older layout)
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
     assert "mlx-mangaocr = mlx_mangaocr.frontends.cli:main" in entry_points
     assert "mlx-mangaocr-convert = mlx_mangaocr.frontends.convert:main" in entry_points

@@ -36,12 +36,15 @@ class Merged:
     missing: list[str] = field(default_factory=list)  # inputs with no record at all (lost work: must be none)
 
 
-def read_records(path: Path, part: bool = False) -> list[tuple[str, dict | None]]:
+def read_records(path: Path, part: bool | None = None) -> list[tuple[str, dict | None]]:
     """The lines of a JSONL file as (line, record); record is None for a line that is not a JSON
     object with a ``path``. In a ``part``, a last line without its newline (cut by a kill) and a
     line that is not UTF-8 are left out (their crops are read again). FILE is read whole, its last
     line too (runs write it with a newline: a line without one is the user's, kept), and must be
-    UTF-8 text, else ``MangaOcrError``: it is not ours to change."""
+    UTF-8 text, else ``MangaOcrError``: it is not ours to change. ``part`` None: a file in a
+    ``.parts`` folder is a part."""
+    if part is None:
+        part = path.parent.name.endswith(".parts")
     try:
         data = read_regular(path)
     except FileNotFoundError:
