@@ -364,3 +364,50 @@ def test_full_checkpoint_has_the_published_layout(full_detector):
     assert "model.encoder.encoder.0.layers.0.fc1.weight" in keys
     assert "model.decoder.layers.0.self_attn.out_proj.weight" in keys
     assert "model.decoder.class_embed.5.weight" in keys
+
+
+@pytest.mark.parametrize(
+    "shape, out, kernel, stride",
+    [((1, 37, 29, 8), 16, 3, 1), ((2, 41, 33, 8), 8, 3, 2), ((1, 23, 19, 4), 6, 1, 2), ((3, 17, 40, 12), 5, 3, 1)],
+)
+def test_banded_and_matmul_convolutions_equal_mlx_conv(shape, out, kernel, stride, monkeypatch):
+    """The detector's ``Conv2d``: a 1x1 stride-1 conv is a matmul, bit for bit; a conv whose im2col
+    matrix is over ``BAND_BYTES`` runs in bands of rows, each output the same dot product, so within
+    two dot products' fp32 rounding of ``mx.conv2d`` (|a - b| <= 2 n u sum|x w|, n taps); lazily
+    (``eager`` off, as ``mx.compile`` needs) it is ``mx.conv2d`` itself."""
+    from mlx_mangaocr.models.detection import backbone
+
+    monkeypatch.setattr(backbone, "BAND_BYTES", 4096)  # a few rows a band
+    rng = np.random.default_rng(sum(shape) + kernel)
+    conv = backbone.Conv2d(shape[-1], out, kernel, stride=stride, padding=(kernel - 1) // 2)
+    x = mx.array(rng.standard_normal(shape, dtype=np.float32))
+    plain = mx.conv2d(x, conv.weight, conv.stride, conv.padding) + conv.bias
+    ours = conv(x)
+    conv.eager = False
+    lazy = conv(x)
+    assert ours.shape == plain.shape == lazy.shape
+    if kernel == 1 and stride == 1:
+        assert np.array_equal(np.array(ours), np.array(plain))
+    else:
+        magnitude = np.array(mx.conv2d(mx.abs(x), mx.abs(conv.weight), conv.stride, conv.padding))
+        n = kernel * kernel * shape[-1]
+        bound = 2 * n * 2.0**-24 * magnitude + 2.0**-24 * np.abs(np.array(plain))  # + the bias add
+        assert np.all(np.abs(np.array(ours) - np.array(plain)) <= bound)
+        assert np.array_equal(np.array(lazy), np.array(plain))
+
+
+def test_eager_and_one_graph_give_the_same_detections(small_detector, monkeypatch):
+    """Block-by-block evaluation with banded convolutions (the default) and one lazy graph
+    (``set_eager(False)``) find the same boxes on a page."""
+    from mlx_mangaocr.models.detection import backbone
+
+    monkeypatch.setattr(backbone, "BAND_BYTES", 2**16)  # the small detector's convs go in bands
+    detector = load_detector(small_detector.folder)
+    page = make_page(3).image
+    eager = detector.detect(page, threshold=0.3)
+    detector.model.set_eager(False)
+    lazy = detector.detect(page, threshold=0.3)
+    assert len(eager) == len(lazy) > 0
+    for a, b in zip(eager, lazy, strict=True):
+        assert a.label == b.label and abs(a.score - b.score) < 1e-4
+        assert np.allclose(a.box, b.box, atol=1e-3 * max(page.size))

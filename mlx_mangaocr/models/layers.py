@@ -48,6 +48,10 @@ def _softmax_poly(x: mx.array) -> mx.array:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _silu_poly(x: mx.array) -> mx.array:
+    return x / (1 + _exp_poly(-x))
+
+
 def _cpu_fast_path(size: int, dtype: mx.Dtype) -> bool:
     """Whether the fused CPU paths below pay: float32 on the CPU, and large enough that a compiled
     call costs less than it saves (the encoder, not a decode step)."""
@@ -76,12 +80,19 @@ class _CpuFused:
 
 _gelu = _CpuFused(_gelu_rational, nn.gelu)
 _softmax = _CpuFused(_softmax_poly, lambda x: mx.softmax(x, axis=-1))
+_silu = _CpuFused(_silu_poly, nn.silu)
 
 
 def gelu(x: mx.array) -> mx.array:
     """Exact (erf) GELU, as Hugging Face's "gelu"; on the CPU, for large inputs (the encoder),
     through the rational erf above, equal to float32 rounding."""
     return _gelu(x)
+
+
+def silu(x: mx.array) -> mx.array:
+    """``x * sigmoid(x)``; on the CPU, for large inputs (the detector's maps), through the fused
+    polynomial exp above, equal to float32 rounding."""
+    return _silu(x)
 
 
 def attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:

@@ -5,10 +5,64 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..layers import gelu
+from ..layers import gelu, silu
 from .config import BackboneConfig
 
-ACTIVATIONS = {"relu": nn.relu, "silu": nn.silu, "gelu": gelu, None: lambda x: x}
+ACTIVATIONS = {"relu": nn.relu, "silu": silu, "gelu": gelu, None: lambda x: x}
+
+
+BAND_BYTES = 32 * 2**20  # the largest im2col matrix one eager convolution builds
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` in bounded memory. MLX's CPU convolution copies its input twice before its GEMM:
+    padded, then as an im2col matrix of (outputs x kernel taps) rows, 118 MB for a 3x3 stem conv of
+    one 640x640 page and 4x that for four. So:
+
+    - a 1x1, stride-1 conv is the matmul it is (the same GEMM on the same operands, bit for bit);
+    - when ``eager`` and the im2col matrix would exceed ``BAND_BYTES``, the output is computed in
+      bands of rows, each evaluated before the next. Every output is the same sum over the same input
+      values; the GEMM may round it differently (its blocking depends on the row count), within
+      fp32's rounding of one dot product, as a PyTorch convolution differs from MLX's."""
+
+    eager = True
+
+    def __call__(self, x: mx.array) -> mx.array:
+        w = self.weight
+        if w.shape[1:3] == (1, 1) and self.stride == (1, 1) and self.groups == 1:
+            y = (x.reshape(-1, x.shape[-1]) @ w.reshape(w.shape[0], -1).T).reshape(*x.shape[:-1], w.shape[0])
+        else:
+            y = self._banded(x) if self.eager and self.dilation in (1, (1, 1)) and self.groups == 1 else None
+            if y is None:
+                y = mx.conv2d(x, w, self.stride, self.padding, self.dilation, self.groups)
+        return y + self.bias if "bias" in self else y
+
+    def _banded(self, x: mx.array) -> mx.array | None:
+        b, h, width, c = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.weight.shape[1:3], self.stride, self.padding
+        out_h, out_w = (h + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
+        rows = max(1, BAND_BYTES // (b * out_w * kh * kw * c * x.dtype.size))
+        if rows >= out_h:
+            return None
+        bands = []
+        for r0 in range(0, out_h, rows):
+            r1 = min(out_h, r0 + rows)
+            top, bottom = r0 * sh - ph, (r1 - 1) * sh - ph + kh  # the input rows [top, bottom) it reads
+            band = x[:, max(top, 0) : min(bottom, h)]
+            padding = ([max(-top, 0), pw], [max(bottom - h, 0), pw])
+            bands.append(mx.conv_general(band, self.weight, stride=self.stride, padding=padding))
+            mx.eval(bands[-1])
+        return mx.concatenate(bands, axis=1)
+
+
+def evaluated(x: mx.array, eager: bool) -> mx.array:
+    """``x``, evaluated now when ``eager``. MLX's evaluation runs up to ten operations ahead of the
+    first unfinished one, and each convolution ahead holds its padded input and im2col matrix (118 MB
+    for a 3x3 stem conv of a 640x640 page): evaluating block by block keeps one block's in flight.
+    Off for function transforms (``mx.compile``), which cannot evaluate inside."""
+    if eager:
+        mx.eval(x)
+    return x
 
 
 class ConvNorm(nn.Module):
@@ -17,7 +71,7 @@ class ConvNorm(nn.Module):
 
     def __init__(self, in_dims: int, out_dims: int, kernel: int, stride: int = 1, activation: str | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(in_dims, out_dims, kernel, stride=stride, padding=(kernel - 1) // 2, bias=True)
+        self.conv = Conv2d(in_dims, out_dims, kernel, stride=stride, padding=(kernel - 1) // 2, bias=True)
         self.activation = activation
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -47,7 +101,7 @@ class Shortcut(nn.Module):
         super().__init__()
         self.pool = pool
         if project:
-            self.conv = nn.Conv2d(in_dims, out_dims, 1, stride=1 if pool else stride, bias=True)
+            self.conv = Conv2d(in_dims, out_dims, 1, stride=1 if pool else stride, bias=True)
 
     def __call__(self, x: mx.array) -> mx.array:
         if self.pool:
@@ -85,11 +139,13 @@ class ResidualBlock(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Stem (three 3x3 convs, max pool), then the stages; returns the maps of ``out_indices``."""
+    """Stem (three 3x3 convs, max pool), then the stages; returns the maps of ``out_indices``.
+    ``eager``: evaluate each stem conv and block as it is built (see ``evaluated``)."""
 
     def __init__(self, config: BackboneConfig):
         super().__init__()
         self.config = config
+        self.eager = True
         e, act = config.embedding_size, config.hidden_act
         self.embedder = [
             ConvNorm(config.num_channels, e // 2, 3, 2, act),
@@ -108,11 +164,11 @@ class Backbone(nn.Module):
     def __call__(self, pixels: mx.array) -> list[mx.array]:
         x = pixels
         for conv in self.embedder:
-            x = conv(x)
+            x = evaluated(conv(x), self.eager)
         states = [max_pool_3x3_s2(x)]
         for blocks in self.stages:
             x = states[-1]
             for block in blocks:
-                x = block(x)
+                x = evaluated(block(x), self.eager)
             states.append(x)
         return [states[i] for i in self.config.out_indices]

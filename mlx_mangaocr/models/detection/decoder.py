@@ -27,17 +27,30 @@ class MLP(nn.Module):
         return x
 
 
-def bilinear_sample(value: mx.array, height: int, width: int, loc: mx.array) -> mx.array:
-    """``grid_sample(value, 2 * loc - 1, mode="bilinear", padding_mode="zeros", align_corners=False)``.
+def sampling_taps(loc: mx.array, shapes: list[tuple[int, int]], discrete: bool) -> tuple[mx.array, mx.array]:
+    """Where the sampling points read the concatenated maps, and with what weights.
 
-    value: (N, H*W, C) row-major maps; loc: (N, K, 2) points as (x, y) in [0, 1] of the map.
-    Returns (N, K, C). The unnormalisation keeps torch's steps, ``((g + 1) * W - 1) / 2``."""
+    loc: (N, Q, L, P, 2) points as (x, y) in [0, 1] of each level's map. Returns the rows of the
+    (N, sum(H*W), C) maps each point reads, (N, Q, L, P, T), and their weights, the same shape:
+    ``T = 4`` corners for ``grid_sample(value, 2 * loc - 1, mode="bilinear", padding_mode="zeros",
+    align_corners=False)`` (torch's unnormalisation steps, ``((g + 1) * W - 1) / 2``; a corner outside
+    the map weighs 0), or ``T = 1``, the nearest cell rounded and clamped, for ``decoder_method="discrete"``."""
+    starts = [0]
+    for h, w in shapes[:-1]:
+        starts.append(starts[-1] + h * w)
+    width = mx.array([float(w) for _, w in shapes])[:, None]  # (L, 1): broadcasts over (N, Q, L, P)
+    height = mx.array([float(h) for h, _ in shapes])[:, None]
+    start = mx.array(starts, dtype=mx.int32)[:, None]
+    if discrete:
+        cx = mx.clip((loc[..., 0] * width + 0.5).astype(mx.int32), 0, width.astype(mx.int32) - 1)
+        cy = mx.clip((loc[..., 1] * height + 0.5).astype(mx.int32), 0, height.astype(mx.int32) - 1)
+        return (start + cy * width.astype(mx.int32) + cx)[..., None], mx.ones(cx.shape + (1,), loc.dtype)
     grid = 2 * loc - 1
     x = ((grid[..., 0] + 1) * width - 1) / 2
     y = ((grid[..., 1] + 1) * height - 1) / 2
     x0, y0 = mx.floor(x), mx.floor(y)
     x1, y1 = x0 + 1, y0 + 1
-    out = None
+    rows, weights = [], []
     for cx, cy, weight in (
         (x0, y0, (x1 - x) * (y1 - y)),
         (x1, y0, (x - x0) * (y1 - y)),
@@ -45,17 +58,10 @@ def bilinear_sample(value: mx.array, height: int, width: int, loc: mx.array) -> 
         (x1, y1, (x - x0) * (y - y0)),
     ):
         inside = (cx >= 0) & (cx <= width - 1) & (cy >= 0) & (cy <= height - 1)
-        index = (mx.clip(cy, 0, height - 1) * width + mx.clip(cx, 0, width - 1)).astype(mx.int32)
-        corner = mx.take_along_axis(value, index[..., None], axis=1) * mx.where(inside, weight, 0)[..., None]
-        out = corner if out is None else out + corner
-    return out
-
-
-def nearest_sample(value: mx.array, height: int, width: int, loc: mx.array) -> mx.array:
-    """``decoder_method="discrete"``: the nearest map cell (rounded, clamped), as transformers does."""
-    cx = mx.clip((loc[..., 0] * width + 0.5).astype(mx.int32), 0, width - 1)
-    cy = mx.clip((loc[..., 1] * height + 0.5).astype(mx.int32), 0, height - 1)
-    return mx.take_along_axis(value, (cy * width + cx)[..., None], axis=1)
+        cell = mx.clip(cy, 0, height - 1) * width + mx.clip(cx, 0, width - 1)  # exact: < 2^24 cells
+        rows.append(start + cell.astype(mx.int32))
+        weights.append(mx.where(inside, weight, 0))
+    return mx.stack(rows, axis=-1), mx.stack(weights, axis=-1)
 
 
 class DeformableAttention(nn.Module):
@@ -84,16 +90,15 @@ class DeformableAttention(nn.Module):
         scale = mx.array([1 / self.points] * lp, dtype=query.dtype)[:, None]  # n_points_scale
         loc = ref[:, :, None, None, :2] + offsets * scale * ref[:, :, None, None, 2:] * self.offset_scale
         loc = loc.transpose(0, 2, 1, 3, 4).reshape(b * heads, q, self.levels, self.points, 2)
-        sample = nearest_sample if self.discrete else bilinear_sample
-        sampled, start = [], 0
-        for level, (h, w) in enumerate(shapes):
-            level_value = value[:, start : start + h * w]
-            start += h * w
-            points = loc[:, :, level].reshape(b * heads, q * self.points, 2)
-            sampled.append(sample(level_value, h, w, points).reshape(b * heads, q, self.points, head_dim))
-        sampled = mx.concatenate(sampled, axis=2)  # (B*heads, Q, L*P, head_dim)
-        weights = weights.transpose(0, 2, 1, 3).reshape(b * heads, q, lp, 1)
-        out = (sampled * weights).sum(axis=2).reshape(b, heads, q, head_dim).transpose(0, 2, 1, 3)
+        # every level, point and corner in one gather, summed with (attention x bilinear) weights by a
+        # batched matmul: a few large operations where a loop over levels and corners made dozens
+        rows, taps = sampling_taps(loc, shapes, self.discrete)  # (B*heads, Q, L, P, T)
+        weights = weights.transpose(0, 2, 1, 3).reshape(b * heads, q, self.levels, self.points, 1) * taps
+        k = rows.shape[2] * rows.shape[3] * rows.shape[4]
+        rows = rows.reshape(b * heads, q * k) + (mx.arange(b * heads, dtype=mx.int32) * value.shape[1])[:, None]
+        # rows of one (N*S, head_dim) table: MLX copies whole rows (take_along_axis went element by element, 5x slower)
+        sampled = mx.take(value.reshape(-1, head_dim), rows.reshape(-1), axis=0).reshape(b * heads, q, k, head_dim)
+        out = (weights.reshape(b * heads, q, 1, k) @ sampled).reshape(b, heads, q, head_dim).transpose(0, 2, 1, 3)
         return self.output_proj(out.reshape(b, q, d))
 
 

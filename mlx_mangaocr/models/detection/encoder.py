@@ -7,8 +7,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..layers import merge_heads, split_heads
-from .backbone import ACTIVATIONS, ConvNorm
+from ..layers import attention, merge_heads, split_heads
+from .backbone import ACTIVATIONS, ConvNorm, evaluated
 from .config import DetectorConfig
 
 
@@ -27,7 +27,7 @@ class SelfAttention(nn.Module):
     def __call__(self, x: mx.array, pos: mx.array | None) -> mx.array:
         qk = x if pos is None else x + pos
         q, k, v = (split_heads(p(t), self.heads) for p, t in ((self.q_proj, qk), (self.k_proj, qk), (self.v_proj, x)))
-        return self.out_proj(merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale)))
+        return self.out_proj(merge_heads(attention(q, k, v, self.scale)))
 
 
 class EncoderLayer(nn.Module):
@@ -106,11 +106,12 @@ class CSPRepLayer(nn.Module):
         self.bottlenecks = [RepVggBlock(config, hidden) for _ in range(3)]
         if hidden != d:
             self.conv3 = ConvNorm(hidden, d, 1, activation=act)
+        self.eager = True  # evaluate each RepVGG block as it is built (see ``backbone.evaluated``)
 
     def __call__(self, x: mx.array) -> mx.array:
         y = self.conv1(x)
         for block in self.bottlenecks:
-            y = block(y)
+            y = evaluated(block(y), self.eager)
         y = y + self.conv2(x)
         return self.conv3(y) if "conv3" in self else y
 
@@ -130,6 +131,7 @@ class HybridEncoder(nn.Module):
         self.fpn_blocks = [CSPRepLayer(config) for _ in range(levels - 1)]
         self.downsample_convs = [ConvNorm(d, d, 3, 2, activation=act) for _ in range(levels - 1)]
         self.pan_blocks = [CSPRepLayer(config) for _ in range(levels - 1)]
+        self.eager = True  # evaluate each fusion block as it is built (see ``backbone.evaluated``)
 
     def __call__(self, maps: list[mx.array]) -> list[mx.array]:
         maps = list(maps)
@@ -140,10 +142,11 @@ class HybridEncoder(nn.Module):
         for i, (lateral, block) in enumerate(zip(self.lateral_convs, self.fpn_blocks, strict=True)):
             top = lateral(fpn[-1])
             fpn[-1] = top
-            fpn.append(block(mx.concatenate([upsample_nearest_2x(top), maps[len(maps) - 2 - i]], axis=-1)))
+            fused = block(mx.concatenate([upsample_nearest_2x(top), maps[len(maps) - 2 - i]], axis=-1))
+            fpn.append(evaluated(fused, self.eager))
         fpn.reverse()
         # bottom-up
         pan = [fpn[0]]
         for i, (down, block) in enumerate(zip(self.downsample_convs, self.pan_blocks, strict=True)):
-            pan.append(block(mx.concatenate([down(pan[-1]), fpn[i + 1]], axis=-1)))
+            pan.append(evaluated(block(mx.concatenate([down(pan[-1]), fpn[i + 1]], axis=-1)), self.eager))
         return pan

@@ -10,7 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .backbone import Backbone
+from .backbone import Backbone, Conv2d
 from .config import DetectorConfig
 from .decoder import MLP, Decoder
 from .encoder import HybridEncoder
@@ -55,18 +55,26 @@ class DetectorModel(nn.Module):
         self.config = config
         d = config.d_model
         self.backbone = Backbone(config.backbone)
-        self.encoder_input_proj = [nn.Conv2d(c, config.encoder_hidden_dim, 1) for c in config.encoder_in_channels]
+        self.encoder_input_proj = [Conv2d(c, config.encoder_hidden_dim, 1) for c in config.encoder_in_channels]
         self.encoder = HybridEncoder(config)
         self.enc_output = [nn.Linear(d, d), nn.LayerNorm(d, eps=config.layer_norm_eps)]
         self.enc_score_head = nn.Linear(d, config.num_labels)
         self.enc_bbox_head = MLP(d, d, 4, num_layers=3)
-        self.decoder_input_proj = [nn.Conv2d(c, d, 1) for c in config.decoder_in_channels]
+        self.decoder_input_proj = [Conv2d(c, d, 1) for c in config.decoder_in_channels]
         extra_in = config.decoder_in_channels[-1]
         for _ in range(config.num_feature_levels - len(config.decoder_in_channels)):
-            self.decoder_input_proj.append(nn.Conv2d(extra_in, d, 3, stride=2, padding=1))
+            self.decoder_input_proj.append(Conv2d(extra_in, d, 3, stride=2, padding=1))
             extra_in = d
         self.decoder = Decoder(config)
         self._anchors: dict[tuple, tuple[mx.array, mx.array]] = {}
+
+    def set_eager(self, eager: bool) -> None:
+        """Evaluate block by block and large convolutions in bands (the default: bounded memory, see
+        ``backbone.evaluated`` and ``backbone.Conv2d``) or build one graph (for ``mx.compile`` and
+        other function transforms)."""
+        for _, module in self.named_modules():
+            if hasattr(module, "eager"):
+                module.eager = eager
 
     def anchors(self, shapes: list[tuple[int, int]]) -> tuple[mx.array, mx.array]:
         if self.config.anchor_image_size:  # fixed anchors for the configured image size
