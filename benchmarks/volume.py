@@ -3,7 +3,7 @@ a tall strip among them) read by ``read_library`` as ``mlx-mangaocr mokuro`` rea
 recorded after each page, the peak, the time, and the decoder's row-steps against what the crops
 needed alone.
 
-    python -m benchmarks.volume --model OCR --detector DETECTOR|truth --pages 40 --page-group 2 --out v.json
+    python -m benchmarks.volume --model OCR --detector DETECTOR|truth --pages 40 [--page-group N] --out v.json
 
 ``--detector truth`` finds each generated page's true text boxes (``testing.page_truth``): about
 as many crops a page as a real volume has, without a detector's cost.
@@ -16,23 +16,9 @@ import json
 from pathlib import Path
 
 import mlx_mangaocr  # noqa: F401  (first: it loads OpenBLAS, which must come before mlx.core)
-from testing.pages import make_page, make_webtoon
+from testing.pages import make_volume
 
 from .sides import facts, peak_rss_bytes, rss_bytes, timed
-
-SIZES = [(1000, 1400), (800, 1200), (1200, 1200), (1600, 900), None]  # None: a 700x4200 strip
-
-
-def make_volume(folder: Path, count: int) -> list:
-    """``count`` generated pages in ``folder`` (``p000.png`` ...), sizes cycling; their truths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pages = []
-    for i in range(count):
-        size = SIZES[i % len(SIZES)]
-        page = make_webtoon(i) if size is None else make_page(i, width=size[0], height=size[1])
-        page.image.save(folder / f"p{i:03d}.png")
-        pages.append(page)
-    return pages
 
 
 def run(args) -> dict:
@@ -49,11 +35,15 @@ def run(args) -> dict:
     ocr = mlx_mangaocr.load_ocr(args.model)
     detector = TruthDetector(truths) if args.detector == "truth" else mlx_mangaocr.load_detector(args.detector)
     reader = PageReader(ocr, detector, decoding={"num_beams": 1} if args.decoding == "greedy" else {})
-    rss = []
+    import mlx.core as mx
+
+    rss, pool, live = [], [], []
 
     class Record(LibraryCallback):
         def on_advance(self, count: int) -> None:
             rss.extend([rss_bytes()] * count)
+            pool.extend([mx.get_cache_memory()] * count)  # MLX's pool of freed buffers
+            live.extend([mx.get_active_memory()] * count)  # MLX's arrays alive
 
     loaded = rss_bytes()
     result, seconds = timed(read_library, reader, [volume], "{}", Record(), None, args.batch_size, True, 0.0,
@@ -70,6 +60,8 @@ def run(args) -> dict:
         "pages_per_s": args.pages / seconds,
         "rss_loaded_bytes": loaded,
         "rss_after_page_bytes": rss,
+        "mlx_pool_after_page_bytes": pool,
+        "mlx_live_after_page_bytes": live,
         "rss_peak_bytes": peak_rss_bytes(),
         "crops": stats.images,
         "row_steps": stats.row_steps,
@@ -83,7 +75,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--detector", required=True, help="a detector folder, or 'truth'")
     parser.add_argument("--pages", type=int, default=40)
-    parser.add_argument("--page-group", type=int, default=2)
+    parser.add_argument("--page-group", type=int, help="default: the library's (PAGE_GROUP)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--decoding", choices=["beam", "greedy"], default="greedy")
     parser.add_argument("--folder", required=True, help="where the generated volume is written")

@@ -94,8 +94,10 @@ def _place_text(page: SyntheticPage, draw, panel, rng, crops, slots: int) -> lis
     return regions
 
 
-def make_page(seed: int, width: int = 1000, height: int = 1400, rows: int = 3, cols: int = 2) -> SyntheticPage:
-    """A page of ``rows`` x ``cols`` panels with one or two text regions each."""
+def make_page(seed: int, width: int = 1000, height: int = 1400, rows: int = 3, cols: int = 2,
+              crops: list | None = None) -> SyntheticPage:  # fmt: skip
+    """A page of ``rows`` x ``cols`` panels with one or two text regions each, pasted from ``crops``
+    (default ``TEXT_CROPS``)."""
     rng = np.random.default_rng(seed)
     image = Image.new("RGB", (width, height), "white")
     page = SyntheticPage(image=image, seed=seed)
@@ -115,10 +117,33 @@ def make_page(seed: int, width: int = 1000, height: int = 1400, rows: int = 3, c
                 b = (int(rng.integers(panel[0], panel[2])), int(rng.integers(panel[1], panel[3])))
                 draw.line([a, b], fill=(90, 90, 90), width=3)
             page.panels.append(panel)
-            page.regions += _place_text(page, draw, panel, rng, TEXT_CROPS, slots=int(rng.integers(1, 3)))
+            page.regions += _place_text(page, draw, panel, rng, crops or TEXT_CROPS, slots=int(rng.integers(1, 3)))
     return page
 
 
-def make_webtoon(seed: int, width: int = 700, height: int = 4200) -> SyntheticPage:
+def make_webtoon(seed: int, width: int = 700, height: int = 4200, crops: list | None = None) -> SyntheticPage:
     """A tall strip (height / width 6): one column of panels, as webtoons are."""
-    return make_page(seed, width=width, height=height, rows=6, cols=1)
+    return make_page(seed, width=width, height=height, rows=6, cols=1, crops=crops)
+
+
+VOLUME_SIZES = [(1000, 1400), (800, 1200), (1200, 1200), (1600, 900), (700, 4200)]  # (width, height); the last a strip
+
+
+def make_volume(folder, count: int, crops: list | None = None, rows: int = 3, cols: int = 2) -> list[SyntheticPage]:
+    """``count`` generated pages saved in ``folder`` as ``p000.png`` ..., their sizes cycling through
+    ``VOLUME_SIZES`` (the strip is ``make_webtoon``), ``rows`` x ``cols`` panels with text pasted from
+    ``crops`` (default ``TEXT_CROPS``); returns their truths."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pages = []
+    for i in range(count):
+        width, height = VOLUME_SIZES[i % len(VOLUME_SIZES)]
+        if height > 3 * width:
+            page = make_webtoon(i, width, height, crops=crops)
+        else:
+            page = make_page(i, width=width, height=height, rows=rows, cols=cols, crops=crops)
+        page.image.save(folder / f"p{i:03d}.png")
+        pages.append(page)
+    return pages

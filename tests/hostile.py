@@ -302,6 +302,9 @@ def restore_library(lib: Path) -> None:
     (lib / "Perm" / "vol" / "p21.png").chmod(0o644)
 
 
+# a page held, as the README's memory formula counts it: Pillow's RGB (4 bytes a pixel), its decoding
+# copy (4), its grayscale copy and array (2)
+BYTES_PER_PIXEL = 10
 SJIS_PAGE = "ページ".encode("cp932")
 SJIS_MOKURO = os.fsdecode(os.path.join(b"SJIS", "マンガ".encode("cp932"), b"vol.mokuro"))  # the path as the OS has it
 

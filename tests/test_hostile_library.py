@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hostile import (
+    BYTES_PER_PIXEL,
     NO_BYPASS,
     SJIS_MOKURO,
     build_hostile_library,
@@ -406,7 +407,6 @@ def test_one_page_or_no_model_gets_a_clear_error(tiny_processor, small_detector)
 # --- all of it at once, beside good volumes, with memory bounded by the settings ---------------
 
 LIMITS = {"page_group": 2, "max_pixels": 4_000_000, "max_member_mb": 64}
-BYTES_PER_PIXEL = 10  # a page held as Pillow's RGB (4 bytes a pixel), its decoded copy (4), its gray copy and array (2)
 
 
 def _command(models, library: Path) -> list[str]:

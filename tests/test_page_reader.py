@@ -67,9 +67,16 @@ def test_read_page_equals_read_pages_and_batches_pages(tiny_processor):
     assert detector.calls == [3]  # three pages, one detector batch
     assert_same_pages(batched, [reader.read_page(p.image, batch_size=1) for p in PAGES[:3]])
     detector.calls.clear()
-    grouped = list(reader.read_pages((p.image for p in PAGES[:3]), batch_size=16))  # the default group: 2 pages
+    grouped = list(reader.read_pages((p.image for p in PAGES[:3]), batch_size=16, page_group=2))
     assert detector.calls == [2, 1]
     assert_same_pages(grouped, batched)
+    detector.calls.clear()
+    grouped = list(reader.read_pages((p.image for p in PAGES[:3]), batch_size=16))  # the default group: 1 page
+    assert detector.calls == [1, 1, 1]
+    assert_same_pages(grouped, batched)
+    detector.calls.clear()  # the crop batch does not set the detector's batch: the page group does
+    assert_same_pages(list(reader.read_pages((p.image for p in PAGES[:3]), batch_size=1, page_group=3)), batched)
+    assert detector.calls == [3]
 
 
 def test_a_tall_page_is_detected_in_slices_and_finds_every_box_once(tiny_processor):
@@ -78,7 +85,7 @@ def test_a_tall_page_is_detected_in_slices_and_finds_every_box_once(tiny_process
     reader = PageReader(tiny_processor, detector)
     width, height = page.image.size
     result = reader.read_page(page.image)
-    assert detector.calls == [3]  # 700x4200: three overlapping slices of 2100 px, one batch
+    assert detector.calls == [1, 1, 1]  # 700x4200: three overlapping slices of 2100 px, a page group (1) a batch
     assert [b.box for b in result.blocks] == [r.box for r in page.regions]
     # a region cut by a slice edge: both parts come back joined into the one true box
     from mlx_mangaocr.pipelines.pages.slicing import slices

@@ -27,7 +27,7 @@ from .page import Block, Page
 from .reading_order import reading_order
 from .slicing import merge_slices, slices
 
-PAGE_GROUP = 2  # pages read and held at once by default (README: memory); their crops stream on
+PAGE_GROUP = 1  # pages read and held at once by default (README: memory); their crops stream on
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class PageReader:
     def read_pages(self, images: Iterable[ImageInput], batch_size: int = 16, page_group: int | None = None,
                    ) -> Iterator[Page]:  # fmt: skip
         """Pages from any iterable, in order. ``page_group`` pages at a time (default
-        ``PAGE_GROUP``) are read, detected (their slices ``batch_size`` to a detector batch) and cut
+        ``PAGE_GROUP``) are read, detected (their slices ``page_group`` to a detector batch) and cut
         into crops; the crops of every group flow into one stream through the OCR, ``batch_size``
         decoding together, and the next group is read only when the decoder has room for more
         crops. So the decoder stays full across pages while only a group of pages is held at once.
@@ -126,7 +126,9 @@ class PageReader:
 
         def crop_chunks() -> Iterator[np.ndarray]:
             for group in _groups(images, page_group):
-                pending = [self.arrange(page, boxes) for page, boxes in zip(group, self.detect(group, batch_size),
+                # the detector takes page_group images (pages or slices) a batch: its memory grows with
+                # the batch, and on a CPU a larger batch is slower per page, not faster
+                pending = [self.arrange(page, boxes) for page, boxes in zip(group, self.detect(group, page_group),
                                                                             strict=True)]  # fmt: skip
                 crops = [crop for p in pending for crop in self.crops(p)]
                 laid_out.extend(_Layout(p.image.width, p.image.height, p.boxes, p.chunks, p.sizes) for p in pending)
