@@ -137,12 +137,25 @@ def _detector_section(args, out: Path) -> dict:
         side: ["-m", "benchmarks.detect", side, "--model", model, "--pages", *pages]
         for side, model in (("mlx", str(mlx_detector)), ("torch", detector))
     })  # fmt: skip
+    stages = {
+        str(b): _both_sides(
+            args,
+            out,
+            f"detector-stages-b{b}",
+            {
+                side: ["-m", "benchmarks.detector_stages", side, "--model", model, "--batch-size", str(b)]
+                for side, model in (("mlx", str(mlx_detector)), ("torch", detector))
+            },
+        )  # fmt: skip
+        for b in (1, 4)
+    }
     return {
         "model": "synthetic full-size random weights (testing/synthetic_detector.py FULL_DETECTOR)"
         if not args.detector
         else args.detector,
         "pages": len(pages),
         **sides,
+        "stages": stages,
         "agreement": report.detection_agreement(sides["mlx"], sides["torch"]),
     }
 
@@ -163,6 +176,46 @@ def _pages_section(args, out: Path, model: str, mlx_model: str) -> dict:
     })  # fmt: skip
     same = sum(sides["mlx"]["pages"][p] == sides["torch"]["pages"][p] for p in sides["mlx"]["pages"])
     return {"pages": len(pages), "max_length": args.page_max_length, **sides, "identical_pages": same}
+
+
+def _short_models(args, out: Path, model: str, mlx_model: str) -> tuple[str, str]:
+    """The volume section's OCR: with --synthetic a full-size random checkpoint whose outputs end
+    sooner (``testing.synthetic.SHORT``), converted for MLX; a real model as it is."""
+    if not args.synthetic:
+        return model, mlx_model
+    from testing.synthetic import SHORT, write_checkpoint
+
+    short = out / "synthetic-short-checkpoint"
+    if not (short / "config.json").is_file():
+        write_checkpoint(short, SHORT)
+    mlx_short = out / "mlx-model-short"
+    if not (mlx_short / "model.safetensors").is_file():
+        _run(["-m", "convert", str(short), "-o", str(mlx_short), "--force"])
+    return str(short), str(mlx_short)
+
+
+def _volume_pages_section(args, out: Path, model: str, mlx_model: str) -> dict:
+    """Realistic pages (benchmarks/volume_pages.py): about 12 crops a page, short outputs with a tail,
+    the detector's time apart; MLX at its defaults against PyTorch one crop at a time."""
+    detector = _detector_source(args, out)
+    mlx_detector = out / "mlx-detector"
+    if not (mlx_detector / "model.safetensors").is_file():
+        _run(["-m", "convert", detector, "-o", str(mlx_detector), "--force"])
+    model, mlx_model = _short_models(args, out, model, mlx_model)
+    folder = out / "volume-pages"
+    folder.mkdir(exist_ok=True)
+    pool = folder / "pool.json"
+    length = ["--max-length", str(args.volume_max_length)]
+    _worker(["-m", "benchmarks.volume_pages", "pool", "--ocr", mlx_model, *length, "--out", str(pool)], pool,
+            args.resume)  # fmt: skip
+    sides = _both_sides(args, out, "volume-pages", {
+        side: ["-m", "benchmarks.volume_pages", side, "--ocr", ocr, "--detector", det, "--pool", str(pool),
+               "--pages", str(args.volume_pages), "--folder", str(folder / side), *length]
+        for side, ocr, det in (("mlx", mlx_model, str(mlx_detector)), ("torch", model, detector))
+    })  # fmt: skip
+    same = sum(a == b for a, b in zip(sides["mlx"]["texts"], sides["torch"]["texts"], strict=True))
+    return {"pages": args.volume_pages, "max_length": args.volume_max_length, "synthetic": args.synthetic,
+            "pool": json.loads(pool.read_text(encoding="utf-8")), **sides, "identical_pages": same}  # fmt: skip
 
 
 def _ragged_section(args, out: Path, model: str, mlx_model: str) -> dict:
@@ -248,6 +301,11 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     parser.add_argument(
         "--page-max-length", type=int, help="cap on each crop's decoding in the page section (default: the model's)"
     )
+    parser.add_argument(
+        "--volume-pages", type=int, default=0, help="the realistic page section: generated pages with about 12 "
+        "crops each and short outputs, the detector's time apart (0: skip it)"
+    )  # fmt: skip
+    parser.add_argument("--volume-max-length", type=int, default=48, help="cap on a crop's decoding there (the tail)")
     parser.add_argument(
         "--ragged", action="store_true", help="the ragged section: continuous against static batching and transformers"
     )
@@ -372,6 +430,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
         results["detector"] = _detector_section(args, out)
     if args.page_reader:
         results["pages"] = _pages_section(args, out, model, mlx_model)
+    if args.volume_pages:
+        results["volume_pages"] = _volume_pages_section(args, out, model, mlx_model)
     if args.ragged:
         results["ragged"] = _ragged_section(args, out, model, mlx_model)
     results["cold"] = _cold_section(args, images, model, mlx_model)

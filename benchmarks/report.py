@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import detector_stages
+
 
 def parity(mlx: dict, torch: dict) -> dict:
     """Exact-match rates of token ids and final strings, per decoding mode, from real outputs."""
@@ -90,6 +92,73 @@ def _detector_table(section: dict | None) -> list[str]:
         f"{agree['worst_score_diff']:.1e}.",
         "",
     ]
+    return lines + _detector_stages_table(section.get("stages"))
+
+
+def _detector_stages_table(stages: dict | None) -> list[str]:
+    """Time and peak memory per stage of one forward (``benchmarks.detector_stages``), per batch size."""
+    if not stages:
+        return []
+    lines = [
+        "### Detector stages",
+        "",
+        "One forward on random pixels at the preprocessor's size, stage by stage (`benchmarks/detector_stages.py`): "
+        "median time of 3 runs after a warm-up; memory is the peak RSS during the stage above the RSS when the "
+        "forward began (Linux `VmHWM`, reset per stage), the highest of the runs. The encoder includes its input "
+        "projections; query selection the decoder's input projections, anchors, the encoder's heads and the top-k.",
+        "",
+        "| batch | stage | MLX time | PyTorch time | MLX / PyTorch | MLX memory | PyTorch memory |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for batch, sides in stages.items():
+        mlx, torch = sides["mlx"], sides["torch"]
+        memory = mlx.get("memory_measured", True) and torch.get("memory_measured", True)
+        for stage in detector_stages.STAGES:
+            a, b = mlx["median_seconds"][stage], torch["median_seconds"][stage]
+            ma, mb = mlx["max_peak_above_start_bytes"][stage], torch["max_peak_above_start_bytes"][stage]
+            lines.append(f"| {batch} | {stage} | {_ms(a)} | {_ms(b)} | {_ratio(a, b)} | "
+                         f"{_mb(ma) if memory else '-'} | {_mb(mb) if memory else '-'} |")  # fmt: skip
+    return lines + [""]
+
+
+def _volume_pages_table(section: dict | None) -> list[str]:
+    """The realistic page section (``benchmarks/volume_pages.py``)."""
+    if not section:
+        return []
+    mlx, torch = section["mlx"], section["torch"]
+    lengths = sorted(mlx["text_lengths"]) or [0]
+    n = section["pages"]
+
+    def across(side):  # RSS after each page above the loaded models: first, highest, last
+        after = [r - side["memory"]["rss_loaded_bytes"] for r in side["memory"]["rss_after_page_bytes"]]
+        return f"{_mb(after[0])} / {_mb(max(after))} / {_mb(after[-1])}" if after else "-"
+
+    rows = [
+        ("pages per second", mlx["pages_per_s"], torch["pages_per_s"], lambda v: f"{v:.3f}"),
+        ("detector, seconds per page", mlx["detector_s"] / n, torch["detector_s"] / n, lambda v: f"{v:.2f} s"),
+        ("OCR and the rest, seconds per page", (mlx["seconds"] - mlx["detector_s"]) / n,
+         (torch["seconds"] - torch["detector_s"]) / n, lambda v: f"{v:.2f} s"),
+        ("peak memory (RSS growth after load)", mlx["memory"]["rss_growth_bytes"],
+         torch["memory"]["rss_growth_bytes"], _mb),
+    ]  # fmt: skip
+    lines = [
+        "## Realistic pages",
+        "",
+        f"{n} generated pages of five sizes, a 700x4200 strip among them, {mlx['crops']} crops in all "
+        f"({mlx['crops'] / n:.1f} a page) from the pages' true text boxes; each side's own detector runs on "
+        f"every page and its time counts (`benchmarks/volume_pages.py`). Output lengths (characters, a token "
+        f"each): mean {sum(lengths) / len(lengths):.1f}, median {lengths[len(lengths) // 2]}, "
+        f"max {lengths[-1]}; {sum(v >= section['max_length'] - 2 for v in lengths)} crops cut at max_length "
+        f"{section['max_length']} (the tail). MLX is `read_pages` at its defaults (crop batch 16, page group 2); "
+        "PyTorch is transformers' RT-DETR then manga-ocr's `generate` one crop at a time, as mokuro and "
+        f"comic-translate run them. Pages identical (boxes and texts): {section['identical_pages']}/{n}.",
+        "",
+        "| metric | MLX | PyTorch | MLX / PyTorch |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {fmt(a)} | {fmt(b)} | {_ratio(a, b)} |" for name, a, b, fmt in rows]
+    lines += [f"| RSS after each page over the loaded models: first / highest / last | {across(mlx)} | "
+              f"{across(torch)} | |", ""]  # fmt: skip
     return lines
 
 
@@ -354,6 +423,7 @@ def markdown(results: dict) -> str:
         ]
     lines += _kernels_table(results) + _compiled_step_table(mlx) + _variants_table(results.get("variants"))
     lines += _detector_table(results.get("detector")) + _pages_table(results.get("pages"))
+    lines += _volume_pages_table(results.get("volume_pages"))
     lines += _ragged_table(results.get("ragged"))
     diffs = {mode: p["differences"] for mode, p in results["parity"].items() if p["differences"]}
     if diffs:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks.__main__ import main
+from benchmarks.detector_stages import STAGES
 from testing.synthetic import IMAGES
 
 SMALL = ["--batch-size", "1", "2", "--throughput-images", "2", "--fixed-lengths", "4", "--cold-runs", "1"]
@@ -27,7 +28,7 @@ def bench(tiny, small_detector, tmp_path_factory):
     args = ["--model", str(tiny.folder), "--images", *images, "--out", str(out), "--blas-comparison", *SMALL]
     args += ["--variants", "bfloat16", "q8", "--detector", str(small_detector.folder)]
     args += ["--page-reader", "--page-reader-pages", "1", "--page-decoding", "greedy", "--page-max-length", "10"]
-    args += ["--ragged", "--ragged-images", "12", "--ragged-decoding", "greedy"]
+    args += ["--ragged", "--ragged-images", "12", "--ragged-decoding", "greedy", "--volume-pages", "2"]
     assert main(args) == 0
     return out
 
@@ -93,6 +94,16 @@ def test_detector_section(bench):
         assert "openblas" in section["mlx"]["facts"]["blas"]  # the worker imports the library before mlx
     agreement = section["agreement"]
     assert agreement["identical_pages"] == agreement["pages"] == 5
+    # stage by stage, at batches 1 and 4: every stage timed on both sides, memory per stage on Linux
+    assert set(section["stages"]) == {"1", "4"}
+    for batch, stages in section["stages"].items():
+        for side in ("mlx", "torch"):
+            data = stages[side]
+            assert data["batch_size"] == int(batch) and data["input"] == [320, 320]  # the small detector's size
+            assert all(data["median_seconds"][s] > 0 for s in STAGES)
+            if sys.platform.startswith("linux"):
+                assert data["memory_measured"] and data["max_peak_above_start_bytes"]["backbone"] > 0
+    assert "### Detector stages" in (bench / "results.md").read_text(encoding="utf-8")
     assert agreement["matched"] == agreement["mlx_detections"] == agreement["torch_detections"]
 
 
@@ -106,6 +117,21 @@ def test_page_section(bench):
         assert pages[side]["blocks"][0] > 0 and pages[side]["decoding"] == {"num_beams": 1, "max_length": 10}
         assert pages[side]["memory"]["rss_peak_bytes"] > 0
     assert "## Whole pages" in (bench / "results.md").read_text(encoding="utf-8")
+
+
+def test_volume_pages_section(bench):
+    """Realistic pages: both sides read the same generated pages from their true boxes, the
+    detector timed apart, RSS recorded after each page; the same texts on both sides."""
+    section = json.loads((bench / "results.json").read_text(encoding="utf-8"))["volume_pages"]
+    assert section["pages"] == 2 and section["identical_pages"] == 2
+    assert section["pool"]["ending"] or section["pool"]["looping"]
+    for side in ("mlx", "torch"):
+        data = section[side]
+        assert data["crops"] >= 2 * 9 and 0 < data["detector_s"] < data["seconds"]  # 3x3 panels, a region or two
+        assert len(data["memory"]["rss_after_page_bytes"]) == 2 and data["memory"]["rss_peak_bytes"] > 0
+    assert section["mlx"]["batch_size"] == 16 and section["torch"]["batch_size"] == 1
+    assert section["mlx"]["boxes"] == section["torch"]["boxes"]
+    assert "## Realistic pages" in (bench / "results.md").read_text(encoding="utf-8")
 
 
 def test_ragged_section(bench):
