@@ -209,9 +209,11 @@ def _volume_pages_section(args, out: Path, model: str, mlx_model: str) -> dict:
     _worker(["-m", "benchmarks.volume_pages", "pool", "--ocr", mlx_model, *length, "--out", str(pool)], pool,
             args.resume)  # fmt: skip
     sides = _both_sides(args, out, "volume-pages", {
-        side: ["-m", "benchmarks.volume_pages", side, "--ocr", ocr, "--detector", det, "--pool", str(pool),
-               "--pages", str(args.volume_pages), "--folder", str(folder / side), *length]
-        for side, ocr, det in (("mlx", mlx_model, str(mlx_detector)), ("torch", model, detector))
+        name: ["-m", "benchmarks.volume_pages", side, "--ocr", ocr, "--detector", det, "--pool", str(pool),
+               "--pages", str(args.volume_pages), "--folder", str(folder / name), *length, *extra]
+        for name, side, ocr, det, extra in (("mlx", "mlx", mlx_model, str(mlx_detector), []),
+                                            ("mlx-batch-1", "mlx", mlx_model, str(mlx_detector), ["--batch-size", "1"]),
+                                            ("torch", "torch", model, detector, []))
     })  # fmt: skip
     same = sum(a == b for a, b in zip(sides["mlx"]["texts"], sides["torch"]["texts"], strict=True))
     return {"pages": args.volume_pages, "max_length": args.volume_max_length, "synthetic": args.synthetic,

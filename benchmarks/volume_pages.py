@@ -17,7 +17,8 @@ The detector. Each side's own detector runs on every page (a strip in slices), a
 the crops are the pages' true text boxes (``testing.page_truth``), since a random detector's boxes
 are noise: 88 a page at threshold 0.3, where a volume has about 12.
 
-The sides. MLX is ``read_pages`` at its defaults (16 crops decoding together, page group 2).
+The sides. MLX is ``read_pages`` at its defaults (16 crops decoding together, page group 1), and
+again one crop at a time (``--batch-size 1``).
 PyTorch runs as mokuro and comic-translate run their OCR: transformers' RT-DETR, then manga-ocr's
 ``generate`` on one crop at a time (``testing/torch_pages.py`` at batch 1), with the same page rules.
 Both read the page files (decoding counts). Measured after a warm-up page: pages per second, the
@@ -86,7 +87,7 @@ def _side(args) -> dict:
     decoding = {"max_length": args.max_length}
     reader, load_s = timed(load, args.side, args.ocr, args.detector, args.torch_device, decoding)
     reader.detector = TruthBoxes(reader.detector, [*truths, warm])
-    batch_size = 16 if args.side == "mlx" else 1
+    batch_size = args.batch_size or (16 if args.side == "mlx" else 1)
     list(reader.read_pages([warm.image], batch_size=batch_size))
     reader.detector.seconds = 0.0
     rss_loaded = rss_bytes()
@@ -130,6 +131,7 @@ def main(argv=None) -> None:
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--folder", help="where the side writes the generated pages")
     parser.add_argument("--max-length", type=int, default=48, help="cap on each crop's decoding (the tail's length)")
+    parser.add_argument("--batch-size", type=int, help="crops decoding together (default: MLX 16, PyTorch 1)")
     parser.add_argument("--torch-device", default="auto")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

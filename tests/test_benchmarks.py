@@ -130,6 +130,7 @@ def test_volume_pages_section(bench):
         assert data["crops"] >= 2 * 9 and 0 < data["detector_s"] < data["seconds"]  # 3x3 panels, a region or two
         assert len(data["memory"]["rss_after_page_bytes"]) == 2 and data["memory"]["rss_peak_bytes"] > 0
     assert section["mlx"]["batch_size"] == 16 and section["torch"]["batch_size"] == 1
+    assert section["mlx-batch-1"]["batch_size"] == 1 and section["mlx-batch-1"]["texts"] == section["mlx"]["texts"]
     assert section["mlx"]["boxes"] == section["torch"]["boxes"]
     assert "## Realistic pages" in (bench / "results.md").read_text(encoding="utf-8")
 
