@@ -144,7 +144,7 @@ def _volume_pages_table(section: dict | None) -> list[str]:
     lines = [
         "## Realistic pages",
         "",
-        f"{n} generated pages of five sizes, a 700x4200 strip among them, {mlx['crops']} crops in all "
+        f"{n} generated pages of five sizes, a 700x4200 strip among them, {mlx['crops']} text blocks in all "
         f"({mlx['crops'] / n:.1f} a page) from the pages' true text boxes; each side's own detector runs on "
         f"every page and its time counts (`benchmarks/volume_pages.py`). Output lengths (characters, a token "
         f"each): mean {sum(lengths) / len(lengths):.1f}, median {lengths[len(lengths) // 2]}, "

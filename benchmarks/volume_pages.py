@@ -109,7 +109,7 @@ def _side(args) -> dict:
         "seconds": seconds,
         "pages_per_s": args.pages / seconds,
         "detector_s": reader.detector.seconds,
-        "crops": sum(len(p.blocks) for p in pages),
+        "crops": sum(len(p.blocks) for p in pages),  # text blocks (a long one may be read as several crops)
         "text_lengths": [len(b.text) for p in pages for b in p.blocks],
         "texts": [[b.text for b in p.blocks] for p in pages],
         "boxes": [[list(b.box) for b in p.blocks] for p in pages],

@@ -411,3 +411,21 @@ def test_eager_and_one_graph_give_the_same_detections(small_detector, monkeypatc
     for a, b in zip(eager, lazy, strict=True):
         assert a.label == b.label and abs(a.score - b.score) < 1e-4
         assert np.allclose(a.box, b.box, atol=1e-3 * max(page.size))
+
+
+def test_sampling_rows_are_exact_and_weights_keep_the_dtype():
+    """The deformable sampler's rows into the concatenated maps are computed in integers: in float16
+    ``y * 80 + x`` rounds past 2048 cells and would read the wrong cell. Its weights keep the points'
+    dtype, so a float16 detector stays float16."""
+    from mlx_mangaocr.models.detection.decoder import sampling_taps
+
+    shapes = [(80, 80), (40, 40), (20, 20)]
+    # multiples of 1/64 near 1: every step to the corner coordinates is exact in float16, and they
+    # fall in the last cells, whose numbers are past float16's exact whole numbers
+    points = (np.random.default_rng(1).integers(58, 64, (1, 50, 3, 4, 2)) / 64).astype(np.float16)
+    for discrete in (False, True):
+        rows32, _ = sampling_taps(mx.array(points.astype(np.float32)), shapes, discrete)
+        rows16, taps16 = sampling_taps(mx.array(points), shapes, discrete)
+        assert rows16.dtype == mx.int32 and taps16.dtype == mx.float16
+        assert np.array_equal(np.array(rows16), np.array(rows32))
+        assert int(np.array(rows32)[..., 0, :, :].max()) > 6000  # level 0's far corner: past float16's exact range

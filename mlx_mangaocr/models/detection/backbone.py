@@ -29,7 +29,7 @@ class Conv2d(nn.Conv2d):
 
     def __call__(self, x: mx.array) -> mx.array:
         w = self.weight
-        if w.shape[1:3] == (1, 1) and self.stride == (1, 1) and self.groups == 1:
+        if w.shape[1:3] == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0) and self.groups == 1:
             y = (x.reshape(-1, x.shape[-1]) @ w.reshape(w.shape[0], -1).T).reshape(*x.shape[:-1], w.shape[0])
         else:
             y = self._banded(x) if self.eager and self.dilation in (1, (1, 1)) and self.groups == 1 else None

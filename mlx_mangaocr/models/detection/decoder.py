@@ -38,13 +38,15 @@ def sampling_taps(loc: mx.array, shapes: list[tuple[int, int]], discrete: bool) 
     starts = [0]
     for h, w in shapes[:-1]:
         starts.append(starts[-1] + h * w)
-    width = mx.array([float(w) for _, w in shapes])[:, None]  # (L, 1): broadcasts over (N, Q, L, P)
-    height = mx.array([float(h) for h, _ in shapes])[:, None]
+    # sizes in the points' dtype (small whole numbers: exact in float16 too), (L, 1): broadcast over (N, Q, L, P)
+    width = mx.array([float(w) for _, w in shapes], dtype=loc.dtype)[:, None]
+    height = mx.array([float(h) for h, _ in shapes], dtype=loc.dtype)[:, None]
+    columns = mx.array([w for _, w in shapes], dtype=mx.int32)[:, None]
     start = mx.array(starts, dtype=mx.int32)[:, None]
     if discrete:
-        cx = mx.clip((loc[..., 0] * width + 0.5).astype(mx.int32), 0, width.astype(mx.int32) - 1)
+        cx = mx.clip((loc[..., 0] * width + 0.5).astype(mx.int32), 0, columns - 1)
         cy = mx.clip((loc[..., 1] * height + 0.5).astype(mx.int32), 0, height.astype(mx.int32) - 1)
-        return (start + cy * width.astype(mx.int32) + cx)[..., None], mx.ones(cx.shape + (1,), loc.dtype)
+        return (start + cy * columns + cx)[..., None], mx.ones(cx.shape + (1,), loc.dtype)
     grid = 2 * loc - 1
     x = ((grid[..., 0] + 1) * width - 1) / 2
     y = ((grid[..., 1] + 1) * height - 1) / 2
@@ -58,8 +60,9 @@ def sampling_taps(loc: mx.array, shapes: list[tuple[int, int]], discrete: bool) 
         (x1, y1, (x - x0) * (y - y0)),
     ):
         inside = (cx >= 0) & (cx <= width - 1) & (cy >= 0) & (cy <= height - 1)
-        cell = mx.clip(cy, 0, height - 1) * width + mx.clip(cx, 0, width - 1)  # exact: < 2^24 cells
-        rows.append(start + cell.astype(mx.int32))
+        # the cell in integers (a float16 product would round past 2048 cells)
+        cell = mx.clip(cy, 0, height - 1).astype(mx.int32) * columns + mx.clip(cx, 0, width - 1).astype(mx.int32)
+        rows.append(start + cell)
         weights.append(mx.where(inside, weight, 0))
     return mx.stack(rows, axis=-1), mx.stack(weights, axis=-1)
 

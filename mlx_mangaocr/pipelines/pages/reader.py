@@ -118,7 +118,8 @@ class PageReader:
 
     def read_page(self, image: ImageInput, batch_size: int = 16) -> Page:
         """One page -> ``Page(width, height, blocks)``, blocks in reading order. Its slices (tall
-        pages) and its crops run ``batch_size`` at a time."""
+        pages) go to the detector one at a time (the default page group), its crops ``batch_size``
+        at a time."""
         return next(self.read_pages([image], batch_size=batch_size))
 
     def _read_pages(self, images: Iterable[ImageInput], batch_size: int, page_group: int) -> Iterator[Page]:
