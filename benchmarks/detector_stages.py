@@ -79,29 +79,16 @@ def _mlx_forward(detector, pixels, threshold: float, meter: _Meter) -> dict:
 
     x = mx.array(pixels)
     held = {"maps": stage("backbone", lambda: model.backbone(x))}
-    projected = lambda: [p(m) for p, m in zip(model.encoder_input_proj, held.pop("maps"), strict=True)]  # noqa: E731
-    held["encoded"] = stage("encoder", lambda: model.encoder(projected()))
-    shapes = []
+    held["encoded"] = stage("encoder", lambda: model.encode(held.pop("maps")))
 
     def select():
-        encoded = held.pop("encoded")
-        sources = [p(m) for p, m in zip(model.decoder_input_proj, encoded, strict=False)]
-        for p in model.decoder_input_proj[len(sources) :]:
-            sources.append(p(encoded[-1]))
-        shapes.extend((s.shape[1], s.shape[2]) for s in sources)
-        b = x.shape[0]
-        memory = mx.concatenate([s.reshape(b, -1, s.shape[-1]) for s in sources], axis=1)
-        anchors, valid = model.anchors(shapes)
-        out_memory = model.enc_output[1](model.enc_output[0](valid * memory))
-        enc_logits = model.enc_score_head(out_memory)
-        enc_boxes = model.enc_bbox_head(out_memory) + anchors
-        topk = mx.argsort(-enc_logits.max(axis=-1), axis=-1)[:, : model.config.num_queries]
-        ref = mx.take_along_axis(enc_boxes, topk[..., None], axis=1)
-        target = mx.take_along_axis(out_memory, topk[..., None], axis=1)
-        return [target, memory, ref]
+        held["selected"] = chosen = model.select_queries(held.pop("encoded"))
+        return [chosen.target, chosen.memory, chosen.ref_logits]
 
-    target, memory, ref = stage("query selection", select)
-    logits, boxes = stage("decoder", lambda: list(model.decoder(target, memory, shapes, ref)))
+    stage("query selection", select)
+    chosen = held.pop("selected")
+    logits, boxes = stage("decoder", lambda: list(model.decoder(chosen.target, chosen.memory, chosen.shapes,
+                                                                chosen.ref_logits)))  # fmt: skip
     meter.start("post-processing")
     logits, boxes = np.array(logits), np.array(boxes)
     labels = detector.config.id2label

@@ -29,6 +29,18 @@ class DetectorOutput:
     shapes: list[tuple[int, int]]
 
 
+@dataclass
+class Selection:
+    """Query selection's output, the decoder's input."""
+
+    target: mx.array  # (B, Q, d): the chosen tokens
+    memory: mx.array  # (B, S, d): every level's tokens
+    ref_logits: mx.array  # (B, Q, 4): their reference boxes, before the sigmoid
+    shapes: list[tuple[int, int]]
+    enc_logits: mx.array
+    topk: mx.array
+
+
 def make_anchors(shapes: list[tuple[int, int]], grid_size: float = 0.05, eps: float = 1e-2):
     """Anchor logits (1, S, 4) and the valid mask (1, S, 1) for maps of ``shapes``, as transformers
     builds them in float32: centers ((x + 0.5) / W, (y + 0.5) / H), size ``grid_size * 2^level``,
@@ -88,15 +100,27 @@ class DetectorModel(nn.Module):
     def __call__(self, pixels: mx.array, queries: mx.array | None = None) -> DetectorOutput:
         """pixels: (B, H, W, 3) float, as the image processor gives them. ``queries`` (B, Q) picks the
         encoder tokens to decode instead of the top Q by score (the parity tests pass transformers'
-        choice where two scores at the cut are closer than fp32 noise)."""
+        choice where two scores at the cut are closer than fp32 noise). The stages are its methods:
+        ``backbone``, ``encode``, ``select_queries``, ``decoder``."""
         backbone_maps = self.backbone(pixels)
-        projected = [proj(m) for proj, m in zip(self.encoder_input_proj, backbone_maps, strict=True)]
-        encoder_maps = self.encoder(projected)
+        encoder_maps = self.encode(backbone_maps)
+        selected = self.select_queries(encoder_maps, queries)
+        logits, boxes = self.decoder(selected.target, selected.memory, selected.shapes, selected.ref_logits)
+        return DetectorOutput(logits, boxes, backbone_maps, encoder_maps, selected.enc_logits, selected.topk,
+                              selected.shapes)  # fmt: skip
+
+    def encode(self, backbone_maps: list[mx.array]) -> list[mx.array]:
+        """The hybrid encoder on the projected backbone maps."""
+        return self.encoder([proj(m) for proj, m in zip(self.encoder_input_proj, backbone_maps, strict=True)])
+
+    def select_queries(self, encoder_maps: list[mx.array], queries: mx.array | None = None) -> Selection:
+        """The decoder's inputs: every level's tokens as one memory, the encoder's heads over them,
+        and the top ``num_queries`` tokens by score (or ``queries``) with their reference boxes."""
         sources = [proj(m) for proj, m in zip(self.decoder_input_proj, encoder_maps, strict=False)]
         for proj in self.decoder_input_proj[len(sources) :]:  # extra levels: from the last map, as transformers
             sources.append(proj(encoder_maps[-1]))
         shapes = [(s.shape[1], s.shape[2]) for s in sources]
-        b = pixels.shape[0]
+        b = encoder_maps[0].shape[0]
         memory = mx.concatenate([s.reshape(b, -1, s.shape[-1]) for s in sources], axis=1)
 
         anchors, valid = self.anchors(shapes)
@@ -107,8 +131,7 @@ class DetectorModel(nn.Module):
         topk = mx.argsort(-enc_logits.max(axis=-1), axis=-1)[:, :k] if queries is None else queries  # descending
         ref_logits = mx.take_along_axis(enc_boxes, topk[..., None], axis=1)
         target = mx.take_along_axis(out_memory, topk[..., None], axis=1)
-        logits, boxes = self.decoder(target, memory, shapes, ref_logits)
-        return DetectorOutput(logits, boxes, backbone_maps, encoder_maps, enc_logits, topk, shapes)
+        return Selection(target, memory, ref_logits, shapes, enc_logits, topk)
 
     def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
         """Checkpoint tensors -> this model's parameters. Idempotent: a converted file passes through.
