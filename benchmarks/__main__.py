@@ -126,12 +126,18 @@ def _detector_source(args, out: Path) -> str:
     return detector
 
 
-def _detector_section(args, out: Path) -> dict:
-    """Both detectors on the same pages, each in its own process, and how far their detections agree."""
+def _detectors(args, out: Path) -> tuple[str, Path]:
+    """The PyTorch side's detector (``_detector_source``) and the MLX side's, converted into OUT once."""
     detector = _detector_source(args, out)
     mlx_detector = out / "mlx-detector"
     if not (mlx_detector / "model.safetensors").is_file():
         _run(["-m", "convert", detector, "-o", str(mlx_detector), "--force"])
+    return detector, mlx_detector
+
+
+def _detector_section(args, out: Path) -> dict:
+    """Both detectors on the same pages, each in its own process, and how far their detections agree."""
+    detector, mlx_detector = _detectors(args, out)
     pages = _images(args.pages) if args.pages else _generated_pages(out / "pages")
     sides = _both_sides(args, out, "detector", {
         side: ["-m", "benchmarks.detect", side, "--model", model, "--pages", *pages]
@@ -162,10 +168,7 @@ def _detector_section(args, out: Path) -> dict:
 
 def _pages_section(args, out: Path, model: str, mlx_model: str) -> dict:
     """Whole pages to text on both sides (benchmarks/read_pages.py), each in its own process."""
-    detector = _detector_source(args, out)
-    mlx_detector = out / "mlx-detector"
-    if not (mlx_detector / "model.safetensors").is_file():
-        _run(["-m", "convert", detector, "-o", str(mlx_detector), "--force"])
+    detector, mlx_detector = _detectors(args, out)
     pages = _images(args.pages) if args.pages else _generated_pages(out / "pages")[: args.page_reader_pages]
     common = ["--pages", *pages, "--decoding", args.page_decoding, "--batch-sizes", "1", "16"]
     if args.page_max_length:
@@ -197,10 +200,7 @@ def _short_models(args, out: Path, model: str, mlx_model: str) -> tuple[str, str
 def _volume_pages_section(args, out: Path, model: str, mlx_model: str) -> dict:
     """Realistic pages (benchmarks/volume_pages.py): about 12 crops a page, short outputs with a tail,
     the detector's time apart; MLX at its defaults against PyTorch one crop at a time."""
-    detector = _detector_source(args, out)
-    mlx_detector = out / "mlx-detector"
-    if not (mlx_detector / "model.safetensors").is_file():
-        _run(["-m", "convert", detector, "-o", str(mlx_detector), "--force"])
+    detector, mlx_detector = _detectors(args, out)
     model, mlx_model = _short_models(args, out, model, mlx_model)
     folder = out / "volume-pages"
     folder.mkdir(exist_ok=True)

@@ -41,11 +41,12 @@ def sampling_taps(loc: mx.array, shapes: list[tuple[int, int]], discrete: bool) 
     # sizes in the points' dtype (small whole numbers: exact in float16 too), (L, 1): broadcast over (N, Q, L, P)
     width = mx.array([float(w) for _, w in shapes], dtype=loc.dtype)[:, None]
     height = mx.array([float(h) for h, _ in shapes], dtype=loc.dtype)[:, None]
+    lines = mx.array([h for h, _ in shapes], dtype=mx.int32)[:, None]
     columns = mx.array([w for _, w in shapes], dtype=mx.int32)[:, None]
     start = mx.array(starts, dtype=mx.int32)[:, None]
     if discrete:
         cx = mx.clip((loc[..., 0] * width + 0.5).astype(mx.int32), 0, columns - 1)
-        cy = mx.clip((loc[..., 1] * height + 0.5).astype(mx.int32), 0, height.astype(mx.int32) - 1)
+        cy = mx.clip((loc[..., 1] * height + 0.5).astype(mx.int32), 0, lines - 1)
         return (start + cy * columns + cx)[..., None], mx.ones(cx.shape + (1,), loc.dtype)
     grid = 2 * loc - 1
     x = ((grid[..., 0] + 1) * width - 1) / 2
