@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install mlx-mangaocr with the right MLX backend. Safe to run again.
 #   ./setup_mlx.sh          the library and its command line
-#   ./setup_mlx.sh --dev    plus the test tools (pytest, transformers, torch as the oracle)
+#   ./setup_mlx.sh --dev    plus the test tools (pytest, transformers, torch as the oracle), synth's
+#                           packages, and on Debian/Ubuntu the Japanese fonts and libraqm synth renders with
 # macOS (Apple Silicon): mlx with Metal. Linux: mlx[cuda12] when an NVIDIA GPU answers, else
 # mlx[cpu] plus OpenBLAS (Debian/Ubuntu libopenblas0-pthread), which MLX's CPU matmuls need to be fast.
 set -euo pipefail
@@ -45,6 +46,16 @@ esac
 
 if [ "$dev" = 1 ]; then
   extras+=(test)
+  if [ "$(uname -s)" = Linux ] && ! { fc-list :lang=ja 2>/dev/null | grep -q . && ldconfig -p 2>/dev/null | grep -q 'libraqm\.so\.0'; }; then
+    # synth renders Japanese with system fonts (IPAex) and sets vertical text with libraqm
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      echo "installing Japanese fonts and libraqm (fonts-ipaexfont-gothic, fonts-ipaexfont-mincho, libraqm0) for synth" >&2
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-ipaexfont-gothic \
+        fonts-ipaexfont-mincho libraqm0 fontconfig >/dev/null
+    else
+      echo "note: synth needs Japanese fonts and libraqm: sudo apt-get install fonts-ipaexfont-gothic fonts-ipaexfont-mincho libraqm0" >&2
+    fi
+  fi
   if [ "$(uname -s)" = Linux ] && ! .venv/bin/python -c "import torch" 2>/dev/null; then
     # A pinned CPU build: an open range can pull several GB of CUDA packages on Linux.
     "${pip[@]}" "torch==2.13.0"

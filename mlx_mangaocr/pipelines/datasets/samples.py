@@ -1,0 +1,102 @@
+"""A labelled crop (``Sample``), a source of them (``Dataset``), and what bad data does (``Problems``).
+
+Labels sit in memory, so training can bucket by length; images are read only when asked for, so
+a set of 100k crops does not. Crops cut from pages share one loaded page at a time (``PageCache``):
+a source lists the boxes of a page together.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from ...core.errors import InvalidImageError, MangaOcrError
+
+
+class DataError(MangaOcrError, ValueError):
+    """Bad data: the message names the file and the line, box or page."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled crop. ``id`` is unique within its source; ``text`` the raw label; ``where`` the
+    file and line (or book, page and box) that messages name."""
+
+    id: str
+    text: str
+    where: str
+    _load: Callable[[], Image.Image] = field(repr=False, compare=False)
+
+    def image(self) -> Image.Image:
+        """The crop as a loaded PIL image; ``DataError`` naming ``where`` when it cannot be read."""
+        try:
+            return self._load()
+        except DataError:
+            raise
+        except InvalidImageError as e:
+            raise DataError(f"{self.where}: {e}") from None
+        except OSError as e:
+            raise DataError(f"{self.where}: cannot read the image: {e.strerror or e}") from None
+
+
+@dataclass
+class Dataset:
+    """The samples of one source, in its order. ``kind`` is one of ``jsonl``, ``csv``, ``synth``,
+    ``manga109``, ``mokuro``; ``skipped`` the bad samples left out (``--skip-bad``), each named;
+    ``books`` the Manga109-s books read, else None."""
+
+    path: str
+    kind: str
+    samples: list[Sample]
+    skipped: list[str] = field(default_factory=list)
+    books: list[str] | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def describe(self) -> dict:
+        """What a result records of its source: path, kind, samples, skipped (and books)."""
+        out = {"path": self.path, "kind": self.kind, "samples": len(self.samples), "skipped": len(self.skipped)}
+        if self.books is not None:
+            out["books"] = list(self.books)
+        return out
+
+    def close(self) -> None:
+        """Close what the source holds open (a volume's archive)."""
+        for close in self.closers:
+            close()
+        self.closers.clear()
+
+
+class Problems:
+    """Bad data found while indexing a source: raised at once as ``DataError``, or, with
+    ``skip_bad``, kept (``found``) and left out."""
+
+    def __init__(self, skip_bad: bool):
+        self.skip_bad = skip_bad
+        self.found: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        if not self.skip_bad:
+            raise DataError(message)
+        self.found.append(message)
+
+
+class PageCache:
+    """The last page loaded, by key: the boxes of one page load it once."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key: object = None
+        self._page: Image.Image | None = None
+
+    def get(self, key, load: Callable[[], Image.Image]) -> Image.Image:
+        with self._lock:
+            if self._page is None or self._key != key:
+                self._page, self._key = None, None
+                self._page, self._key = load(), key
+            return self._page
