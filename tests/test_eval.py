@@ -3,6 +3,7 @@ edit distance, here) applied to upstream ``manga_ocr.MangaOcr``'s predictions on
 
 import json
 import random
+from pathlib import Path
 
 import jaconv
 import manga_ocr
@@ -188,3 +189,20 @@ def test_confusions_and_empty_references():
     assert s["mean_cer"] == pytest.approx((1 / 3 + 1 / 3 + 1 / 2 + 1 + 0 + 1 / 2) / 6)
     assert s["by_length"]["0"] == {"samples": 2, "cer": None, "mean_cer": 0.5, "exact_match": 0.5, "edits": 1,
                                    "characters": 0}  # fmt: skip
+
+
+def test_the_shipped_example_set_is_upstreams_expected_text(tiny, capsys):
+    """``assets/examples/labels.jsonl`` labels the shared real crops with upstream's own output from
+    the real weights (so eval with them gives CER 0); here it is read end to end with a tiny model."""
+    from testing.synthetic import EXAMPLES
+
+    repo = Path(__file__).resolve().parents[1] / "assets" / "examples"
+    expected = json.loads((EXAMPLES / "expected_results.json").read_text("utf-8"))
+    rows = [json.loads(line) for line in (repo / "labels.jsonl").read_text("utf-8").splitlines()]
+    assert rows == [{"image": r["filename"], "text": r["result"]} for r in expected]
+    for row in rows:
+        assert (repo / row["image"]).read_bytes() == (EXAMPLES / "images" / row["image"]).read_bytes()
+    code, out, err = run_eval([str(repo / "labels.jsonl"), "--model", str(tiny.folder), "--json", "--decoding",
+                               "greedy"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["samples"] == 12
