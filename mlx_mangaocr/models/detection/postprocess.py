@@ -30,10 +30,12 @@ def detections(
     num_queries, num_labels = logits.shape
     scores = (1 / (1 + np.exp(-logits.astype(np.float32)))).reshape(-1)
     order = np.argsort(-scores, kind="stable")[:num_queries]
+    keep = order[scores[order] > threshold]
+    # whole arrays to Python at once (tolist): a float() per value took most of the time
+    corners, labels = xyxy[keep // num_labels].tolist(), (keep % num_labels).tolist()
     return [
-        Detection(tuple(float(v) for v in xyxy[i // num_labels]), id2label[int(i % num_labels)], float(scores[i]))
-        for i in order
-        if scores[i] > threshold
+        Detection(tuple(box), id2label[label], score)
+        for box, label, score in zip(corners, labels, scores[keep].tolist(), strict=True)
     ]
 
 
