@@ -44,6 +44,8 @@ def test_wheel_holds_only_the_library_and_its_entry_points(wheel):
     assert "mlx-mangaocr = mlx_mangaocr.frontends.cli:main" in entry_points
     assert "mlx-mangaocr-convert = mlx_mangaocr.frontends.convert:main" in entry_points
     assert not any(n.startswith(("testing/", "benchmarks/", "tests/")) for n in names)  # checkout-only
+    assets = {f"mlx_mangaocr/pipelines/synth/assets/{n}" for n in ("vocab.csv", "len_to_p.csv", "NOTICE")}
+    assert assets <= set(names)  # synth's data ships with it
 
 
 def test_installed_entry_points_run(wheel, tiny, tmp_path):

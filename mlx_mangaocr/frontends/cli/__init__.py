@@ -6,6 +6,8 @@
     mlx-mangaocr mokuro LIBRARY...      volumes to .mokuro files, resumable, over mlx.launch ranks
     mlx-mangaocr watch DIR              OCR images as they appear in a folder
     mlx-mangaocr clipboard              OCR images copied to the clipboard, copy the text back
+    mlx-mangaocr eval DATA...           CER and exact match on labelled crops (JSONL, CSV, Manga109-s, .mokuro)
+    mlx-mangaocr synth OUT --count N    generate labelled synthetic crops (manga-ocr's recipe, with Pillow)
     mlx-mangaocr convert SOURCE         convert a Hugging Face checkpoint to an MLX folder
     mlx-mangaocr bench ARGS             the benchmark harness (from a checkout)
 
@@ -27,6 +29,8 @@ COMMANDS = {
     "mokuro": "volumes and libraries to VOLUME.mokuro files, resumable, over mlx.launch ranks too",
     "watch": "OCR new or changed images in a folder as they appear (as manga-ocr's folder mode)",
     "clipboard": "OCR images copied to the clipboard and copy the text back (as manga-ocr's default)",
+    "eval": "character error rate and exact match on labelled crops: JSONL, CSV, Manga109-s, .mokuro, synth output",
+    "synth": "generate labelled synthetic crops as manga-ocr made its training data (fonts, corpus, --preview)",
     "convert": "convert a Hugging Face checkpoint (OCR model or detector) to an MLX model folder",
     "bench": "the MLX against PyTorch benchmark harness (from a checkout of the repository)",
 }
