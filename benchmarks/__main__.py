@@ -220,6 +220,30 @@ def _volume_pages_section(args, out: Path, model: str, mlx_model: str) -> dict:
             "pool": json.loads(pool.read_text(encoding="utf-8")), **sides, "identical_pages": same}  # fmt: skip
 
 
+def _accuracy_section(args, out: Path, model: str, mlx_model: str) -> dict:
+    """Accuracy (benchmarks/accuracy.py): the MLX eval pipeline and upstream manga-ocr on the same
+    labelled crops, both sides' predictions scored by the same code."""
+    from mlx_mangaocr.pipelines.evaluation.run import score_predictions
+
+    model, mlx_model = _short_models(args, out, model, mlx_model)
+    data = args.accuracy_data
+    if data is None:
+        data = out / "accuracy-set"
+        if not (data / "labels.jsonl").is_file():
+            _run(["-m", "mlx_mangaocr", "synth", str(data), "--count", str(args.accuracy), "--seed", "0"])
+    limit = ["--limit", str(args.accuracy)]
+    sides = _both_sides(args, out, "accuracy", {
+        side: ["-m", "benchmarks.accuracy", side, "--model", side_model, "--data", str(data), *limit]
+        for side, side_model in (("mlx", mlx_model), ("torch", model))
+    })  # fmt: skip
+    for side in sides.values():
+        side["figures"] = score_predictions(side["labels"], side["predictions"], side["vertical"])
+    mlx, torch = sides["mlx"], sides["torch"]
+    same = sum(a == b for a, b in zip(mlx["predictions"], torch["predictions"], strict=True))
+    return {"data": str(data), "synthetic_model": args.synthetic, **sides, "identical_predictions": same,
+            "identical_figures": mlx["figures"] == torch["figures"]}  # fmt: skip
+
+
 def _ragged_section(args, out: Path, model: str, mlx_model: str) -> dict:
     """Ragged output lengths (benchmarks/ragged.py): MLX one at a time, static and continuous
     batches of 16 against transformers on padded batches of 16, each side in its own process."""
@@ -313,6 +337,14 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     )
     parser.add_argument("--ragged-images", type=int, default=128, help="images in the ragged workload")
     parser.add_argument("--ragged-decoding", default="both", choices=["greedy", "beam", "both"])
+    parser.add_argument(
+        "--accuracy", type=int, default=0, metavar="N", help="the accuracy section: eval of the MLX model and of "
+        "upstream manga-ocr on N labelled crops (0: skip it)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--accuracy-data", help="the accuracy section's labelled set, any DATA eval reads (default: N crops made by "
+        "mlx-mangaocr synth --seed 0 into OUT/accuracy-set)"
+    )  # fmt: skip
     parser.add_argument("--out", default="benchmarks/results/latest")
     parser.add_argument(
         "--resume",
@@ -400,7 +432,7 @@ def _absolute(args) -> None:
     for name in ("images", "pages"):
         if getattr(args, name):
             setattr(args, name, [str(Path(p).absolute()) for p in getattr(args, name)])
-    for name in ("model", "mlx_model", "detector"):
+    for name in ("model", "mlx_model", "detector", "accuracy_data"):
         value = getattr(args, name)
         if value and Path(value).exists():
             setattr(args, name, str(Path(value).absolute()))
@@ -436,6 +468,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
         results["volume_pages"] = _volume_pages_section(args, out, model, mlx_model)
     if args.ragged:
         results["ragged"] = _ragged_section(args, out, model, mlx_model)
+    if args.accuracy:
+        results["accuracy"] = _accuracy_section(args, out, model, mlx_model)
     results["cold"] = _cold_section(args, images, model, mlx_model)
     if RESUMED:
         results["resumed_from_interrupted_run"] = RESUMED

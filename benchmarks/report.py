@@ -168,6 +168,44 @@ def _volume_pages_table(section: dict | None) -> list[str]:
     return lines
 
 
+def _accuracy_table(section: dict | None) -> list[str]:
+    """The accuracy section (``benchmarks/accuracy.py``)."""
+    if not section:
+        return []
+    mlx, torch = section["mlx"], section["torch"]
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    rows = [
+        ("CER", mlx["figures"]["cer"], torch["figures"]["cer"], pct),
+        ("mean CER", mlx["figures"]["mean_cer"], torch["figures"]["mean_cer"], pct),
+        ("exact match", mlx["figures"]["exact_match"], torch["figures"]["exact_match"], pct),
+        ("samples per second", mlx["samples_per_s"], torch["samples_per_s"], lambda v: f"{v:.2f}"),
+        ("peak memory (RSS growth after load)", mlx["rss_growth_bytes"], torch["rss_growth_bytes"], _mb),
+    ]
+    model = (
+        "a full-size random-weight checkpoint (`testing/synthetic.py` SHORT)"
+        if section["synthetic_model"]
+        else "the model"
+    )
+    lines = [
+        "## Accuracy",
+        "",
+        f"`mlx-mangaocr eval` (continuous batching, {mlx['batch_size']} crops decoding together) and upstream "
+        f"`manga_ocr.MangaOcr` (one crop at a time) on the same {mlx['samples']} labelled crops "
+        f"(`{Path(section['data']).name}`), {model}, beam search as manga-ocr; both sides' predictions scored by "
+        f"the same code (`benchmarks/accuracy.py`). Identical predictions: {section['identical_predictions']}/"
+        f"{mlx['samples']}; identical figures: {'yes' if section['identical_figures'] else 'NO'}.",
+        "",
+        "| metric | MLX | PyTorch (manga-ocr) | MLX / PyTorch |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {fmt(a)} | {fmt(b)} | {_ratio(a, b) if 'per second' in name or 'memory' in name else ''} |"
+              for name, a, b, fmt in rows]  # fmt: skip
+    return [*lines, ""]
+
+
 def _pages_table(section: dict | None) -> list[str]:
     if not section:
         return []
@@ -430,6 +468,7 @@ def markdown(results: dict) -> str:
     lines += _kernels_table(results) + _compiled_step_table(mlx) + _variants_table(results.get("variants"))
     lines += _detector_table(results.get("detector")) + _pages_table(results.get("pages"))
     lines += _volume_pages_table(results.get("volume_pages"))
+    lines += _accuracy_table(results.get("accuracy"))
     lines += _ragged_table(results.get("ragged"))
     diffs = {mode: p["differences"] for mode, p in results["parity"].items() if p["differences"]}
     if diffs:

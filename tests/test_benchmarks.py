@@ -29,6 +29,7 @@ def bench(tiny, small_detector, tmp_path_factory):
     args += ["--variants", "bfloat16", "q8", "--detector", str(small_detector.folder)]
     args += ["--page-reader", "--page-reader-pages", "1", "--page-decoding", "greedy", "--page-max-length", "10"]
     args += ["--ragged", "--ragged-images", "12", "--ragged-decoding", "greedy", "--volume-pages", "2"]
+    args += ["--accuracy", "6"]
     assert main(args) == 0
     return out
 
@@ -133,6 +134,20 @@ def test_volume_pages_section(bench):
     assert section["mlx-batch-1"]["batch_size"] == 1 and section["mlx-batch-1"]["texts"] == section["mlx"]["texts"]
     assert section["mlx"]["boxes"] == section["torch"]["boxes"]
     assert "## Realistic pages" in (bench / "results.md").read_text(encoding="utf-8")
+
+
+def test_accuracy_section(bench):
+    """eval's pipeline and upstream manga-ocr on the same synth crops: the same predictions, so the
+    same figures, each side's speed and memory."""
+    section = json.loads((bench / "results.json").read_text(encoding="utf-8"))["accuracy"]
+    mlx, torch = section["mlx"], section["torch"]
+    assert mlx["samples"] == torch["samples"] == 6 and len(mlx["labels"]) == 6
+    assert section["identical_predictions"] == 6 and section["identical_figures"]
+    assert mlx["figures"]["samples"] == 6 and mlx["summary"]["cer"] == mlx["figures"]["cer"]  # eval's own figures too
+    assert mlx["labels"] == torch["labels"] and all(mlx["labels"])
+    for side in (mlx, torch):
+        assert side["samples_per_s"] > 0 and side["rss_peak_bytes"] > 0
+    assert "## Accuracy" in (bench / "results.md").read_text(encoding="utf-8")
 
 
 def test_ragged_section(bench):

@@ -76,6 +76,16 @@ def evaluate(models: list[tuple[str, object]], samples: list[Sample], normalize:
     return EvalResult(summaries, records, list(bad.values()))
 
 
+def score_predictions(labels: list[str], predictions: list[str], vertical: list[bool],
+                      normalize: str = "manga-ocr") -> dict:  # fmt: skip
+    """The summary of predictions made elsewhere (another OCR), scored as ``evaluate`` scores."""
+    reference_of, prediction_of = normalizer(normalize)
+    scores = Scores()
+    for label, prediction, tall in zip(labels, predictions, vertical, strict=True):
+        scores.add(score(reference_of(label), prediction_of(prediction), tall))
+    return {"normalize": normalize, **scores.summary()}
+
+
 def _recognized(processor, samples: list[Sample], bad: dict[int, str], batch_size: int, decoding: dict,
                 skip_bad: bool, callback: EvalCallback) -> Iterator[tuple[int, bool, object]]:  # fmt: skip
     """(sample index, vertical, Recognition) of every sample not known bad, in order."""
