@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -260,3 +261,61 @@ def test_augment_is_deterministic_and_mixes_as_upstream():
     assert abs(sum(aug.MIX_P.values()) - 1) < 1e-9 and aug.MIX_P["none"] == 0.18
     with pytest.raises(ValueError, match="policy"):
         aug.augment(image, np.random.default_rng(0), policy="other")
+
+
+def test_a_run_never_replaces_what_it_did_not_make(tmp_path, capsys, monkeypatch):
+    """Only a folder whose synth.json says it is a synth output is replaced, and only once the new
+    set is whole; inputs inside OUT, odd seeds, FIFOs and font-folder loops are refused or survived."""
+    # labels and images of someone else's, with the names synth writes: refused even with --force
+    theirs = tmp_path / "theirs"
+    (theirs / "images").mkdir(parents=True)
+    (theirs / "images" / "000005.png").write_bytes(b"mine")
+    (theirs / "labels.jsonl").write_text('{"image": "x.png", "text": "mine"}\n', encoding="utf-8")
+    _fails([str(theirs), "--count", "1"], capsys, "not a synth output")
+    _fails([str(theirs), "--count", "1", "--force"], capsys, "images", "not a synth output's")
+    assert (theirs / "images" / "000005.png").read_bytes() == b"mine"
+    assert "mine" in (theirs / "labels.jsonl").read_text()
+
+    out = tmp_path / "out"
+    assert synth_cli.main([str(out), "--count", "3", "--workers", "1"]) == 0
+    before = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+    labels = (out / "labels.jsonl").read_bytes()
+    # a run that fails part-way (a sample raising) leaves the earlier set as it was
+    real = Synthesizer.sample
+
+    def broken(self, index):
+        if index == 2:
+            raise KeyboardInterrupt
+        return real(self, index)
+
+    monkeypatch.setattr(Synthesizer, "sample", broken)
+    assert synth_cli.main([str(out), "--count", "5", "--seed", "9", "--workers", "1"]) == 130
+    monkeypatch.setattr(Synthesizer, "sample", real)
+    assert {p.name: p.read_bytes() for p in (out / "images").iterdir()} == before
+    assert (out / "labels.jsonl").read_bytes() == labels
+    assert "is as it was" in capsys.readouterr().err
+    # inputs inside what a run replaces are refused before anything is touched
+    _fails([str(out), "--count", "1", "--backgrounds", str(out / "images")], capsys, "lies in OUT")
+    _fails([str(out), "--count", "1", "--corpus", str(out / "labels.jsonl")], capsys, "lies in OUT")
+    assert (out / "labels.jsonl").read_bytes() == labels
+    with pytest.raises(SystemExit):  # argparse: must be 0 or more
+        synth_cli.main([str(tmp_path / "neg"), "--count", "1", "--seed", "-1"])
+    assert "--seed: must be 0 or more" in capsys.readouterr().err
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    _fails([str(tmp_path / "f"), "--count", "1", "--corpus", str(fifo)], capsys, "--corpus", "not a regular file")
+    loops = tmp_path / "loops"
+    loops.mkdir()
+    for name in ("a", "b", "c"):
+        (loops / name).symlink_to(".")
+    os.symlink(sorted(fonts.font_files(fonts.system_font_dirs()))[0], loops / "f.ttf")
+    assert len(fonts.font_files([loops])) == 1  # each real folder walked once
+    vocab = tmp_path / "vm"
+    vocab.mkdir()
+    (vocab / "vocab.txt").write_text("[PAD]\n\U0001f600\n", encoding="utf-8")
+    _fails([str(tmp_path / "v"), "--count", "1", "--model", str(vocab)], capsys, "no font draws any character")
+    bomb = tmp_path / "bomb"
+    bomb.mkdir()
+    Image.new("L", (300, 300)).save(bomb / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    _fails([str(tmp_path / "b"), "--count", "1", "--backgrounds", str(bomb)], capsys, "big.png", "decompression")

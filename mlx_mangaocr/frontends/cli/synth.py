@@ -24,7 +24,8 @@ def build_parser():
     p.epilog = EXIT
     p.add_argument("out", metavar="OUT", help="output folder: OUT/images/*.png and OUT/labels.jsonl")
     p.add_argument("--count", type=int, required=True, metavar="N", help="how many samples")
-    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same samples (default 0)")
+    p.add_argument("--seed", type=common.non_negative_int, default=0,
+                   help="the same seed gives the same samples (default 0)")  # fmt: skip
     p.add_argument("--fonts", nargs="+", metavar="DIR", help="font folders (default: the system's Japanese fonts)")
     p.add_argument(
         "--corpus",
@@ -60,12 +61,22 @@ def main(argv: list[str]) -> int:
         synth = Synthesizer(args.seed, args.fonts, args.corpus, args.backgrounds, args.model, args.vertical)
         show = args.progress if args.progress is not None else args.count > 1 and sys.stderr.isatty()
         callback = PrintingCallback(show, unit="samples")
-        generate(args.out, args.count, synth, args.workers, args.force, args.preview, callback)
+        generate(
+            args.out,
+            args.count,
+            synth,
+            args.workers,
+            args.force,
+            args.preview,
+            callback,
+            inputs=[args.corpus, args.backgrounds, *(args.fonts or [])],
+        )
     except MangaOcrError as e:
         error(str(e))
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: labels.jsonl is written only at the end; run again to make the set", file=sys.stderr)
+        print(f"\ninterrupted: {args.out} is as it was (the new set is made aside and moved in when whole)",
+              file=sys.stderr)  # fmt: skip
         return 130
     print(f"synth: {args.count} samples in {args.out}", file=sys.stderr)
     return 0

@@ -24,6 +24,15 @@ def background_files(folder: str) -> list[Path]:
     files = sorted(image_files(path))
     if not files:
         raise SynthError(f"--backgrounds {folder}: no image files there")
+    for file in files:  # each one's header now, so that a bad file stops the run before it starts
+        try:
+            with Image.open(file) as im:
+                size = im.size
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise SynthError(f"--backgrounds: cannot read {file}: {e}") from None
+        if Image.MAX_IMAGE_PIXELS and size[0] * size[1] > Image.MAX_IMAGE_PIXELS:
+            raise SynthError(f"--backgrounds: {file} is {size[0]}x{size[1]}, over the {Image.MAX_IMAGE_PIXELS:,}-pixel "
+                             "limit (PIL.Image.MAX_IMAGE_PIXELS) that guards against decompression bombs")  # fmt: skip
     return files
 
 
@@ -34,7 +43,7 @@ def page_background(path: Path, height: int, width: int, rng: np.random.Generato
         with Image.open(path) as im:
             im.draft("L", (width * 2, height * 2))  # JPEG: decode at a reduced scale, much faster
             page = ImageOps.exif_transpose(im).convert("L")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise SynthError(f"--backgrounds: cannot read {path}: {e}") from None
     pw, ph = page.size
     aspect = width / height

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...core.files import read_regular
 from .charsets import SynthError, length_distribution
 
 WORDS = 30000  # how many of wordfreq's most frequent Japanese words phrases draw from
@@ -134,11 +135,11 @@ def read_corpus(path: str | Path, vocab: frozenset[str]) -> list[str]:
     character. Raises ``SynthError`` when the file is missing, not UTF-8, or has no such line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path).decode("utf-8")  # a FIFO or a device is refused, never waited on
     except FileNotFoundError:
         raise SynthError(f"--corpus {path}: no such file") from None
     except IsADirectoryError:
-        raise SynthError(f"--corpus {path}: a folder, expected a UTF-8 text file") from None
+        raise SynthError(f"--corpus {path}: not a regular file, expected a UTF-8 text file") from None
     except UnicodeDecodeError as e:
         raise SynthError(f"--corpus {path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     except OSError as e:

@@ -53,10 +53,15 @@ def system_font_dirs() -> list[Path]:
 def font_files(folders: list[Path]) -> list[Path]:
     """Font files (``.ttf``, ``.otf``, ``.ttc``, ``.otc``) under ``folders``, recursively, each once
     (links resolved: Debian links fonts-japanese-gothic.ttf to IPAex Gothic), sorted."""
-    found = set()
+    found, seen = set(), set()
     for folder in folders:
         if folder.is_dir():
-            for root, _, names in os.walk(folder, followlinks=True):
+            for root, dirs, names in os.walk(folder, followlinks=True):
+                real = os.path.realpath(root)
+                if real in seen:  # a link back to a folder already walked: a loop, or two ways in
+                    dirs[:] = []
+                    continue
+                seen.add(real)
                 found.update(Path(os.path.realpath(Path(root) / n)) for n in names if n.lower().endswith(FONT_SUFFIXES))
     return sorted(p for p in found if p.is_file())
 
@@ -69,9 +74,10 @@ def faces_of(path: Path) -> list[FontFace]:
     while index < 64:
         try:
             font = ImageFont.truetype(str(path), CHECK_SIZE, index=index, layout_engine=ImageFont.Layout.BASIC)
-        except OSError:
+            notdef = notdef_mask(font)
+        except (OSError, ValueError):
             break  # past the last face, or not a font FreeType can read
-        if all(renders(font, c, notdef_mask(font)) for c in PROBE):
+        if all(renders(font, c, notdef) for c in PROBE):
             faces.append((FontFace(str(path), index), " ".join(font.getname())))
         if not str(path).lower().endswith((".ttc", ".otc")):
             break
@@ -111,10 +117,13 @@ def renders(font: ImageFont.FreeTypeFont, char: str, notdef: bytes) -> bool:
     """Whether ``font`` draws ``char``: its mask is neither the ``.notdef`` box nor empty."""
     if char.isspace():
         return True
-    mask = font.getmask(char)
-    if mask.size[0] == 0 or mask.size[1] == 0 or not np.asarray(mask).any():
+    try:
+        mask = font.getmask(char)
+        if mask.size[0] == 0 or mask.size[1] == 0 or not np.asarray(mask).any():
+            return False
+        return _mask_key(font, char) != notdef
+    except (OSError, ValueError):  # a glyph FreeType cannot load (corrupt outline data) is not drawn
         return False
-    return _mask_key(font, char) != notdef
 
 
 class FontCharsets:

@@ -8,7 +8,7 @@ Pillow and FreeType)."""
 from __future__ import annotations
 
 import json
-import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageFilter, features
 
 from ...core.atomic_files import write_atomic
+from ...core.files import load_json
 from ..jobs import JobCallback
 from . import backgrounds
 from .charsets import SynthError, default_vocab, model_vocab
@@ -31,8 +32,6 @@ UPRIGHT_P = 0.7
 EFFECTS, EFFECT_P = ["outline", "shadow", "none"], [0.8, 0.15, 0.05]
 BUBBLE_P = 0.7
 OURS = {"images", "labels.jsonl", "synth.json", "preview.png"}  # what a synth run writes in OUT
-_TEMPORARY = re.compile(r"\..*\.tmp")
-_IMAGE = re.compile(r"\d{6,}\.png")
 
 
 @dataclass
@@ -55,6 +54,8 @@ class Synthesizer:
                  vert_feature: bool = True):  # fmt: skip
         if not 0.0 <= vertical_p <= 1.0:
             raise SynthError(f"--vertical {vertical_p}: a probability, from 0 to 1")
+        if not (isinstance(seed, int) and 0 <= seed < 2**63):
+            raise SynthError(f"--seed {seed}: a whole number from 0 to 2**63 - 1")
         self.seed, self.vertical_p = seed, vertical_p
         self.vocab = model_vocab(model) if model else default_vocab()
         self.faces: list[FontFace] = find_fonts(fonts)
@@ -62,6 +63,12 @@ class Synthesizer:
         self.source = TextSource(self.vocab, lines)
         self.pages = backgrounds_files(backgrounds)
         self.charsets = FontCharsets(self.vocab)
+        # a face that draws no visible character of the vocabulary cannot make a sample
+        drawn = [f for f in self.faces if any(not c.isspace() for c in self.charsets.chars(f))]
+        if not drawn:
+            which = f"--model {model}'s vocab.txt" if model else "manga-ocr's character list"
+            raise SynthError(f"no font draws any character of the vocabulary ({which}); check --fonts and --model")
+        self.faces = drawn
         self.renderer = TextRenderer(FontCache(), has_raqm(), vert_feature)
         self.settings = {"seed": seed, "corpus": corpus or "wordfreq", "model": model or "manga-ocr vocab.csv",
                          "backgrounds": backgrounds, "vertical_p": vertical_p,
@@ -156,46 +163,84 @@ def _compose(ink: np.ndarray, rng: np.random.Generator, pages: list[Path]) -> tu
     return out, look
 
 
-def prepare_output(out: str | Path, force: bool) -> Path:
-    """Make ``out`` ready: a new or empty folder, or a previous synth output (its files are
-    replaced; labels.jsonl is removed first, so it never lists images of another run). A folder
-    holding anything else is refused unless ``force`` (its other files are left alone). Raises
-    ``SynthError``."""
+STAGING = ".synth-new"  # where a run writes until it is done: a killed run leaves the earlier set whole
+
+
+def is_synth_output(out: Path) -> bool:
+    """Whether ``out`` holds a synth run's output: its ``synth.json`` records a seed and a count."""
+    data = load_json(out / "synth.json")
+    return isinstance(data, dict) and {"seed", "count"} <= data.keys()
+
+
+def prepare_output(out: str | Path, force: bool, inputs: list[str | None] = ()) -> Path:
+    """Check that ``out`` may take a new set: new, empty, or a previous synth output (recognised by
+    its ``synth.json``), whose files the new set replaces when it is done. A folder holding anything
+    else is refused unless ``force``, and even then its own ``images/``, ``labels.jsonl``,
+    ``synth.json`` or ``preview.png`` are never replaced. ``inputs`` (the corpus, fonts and
+    backgrounds) must not lie where the new set goes. Returns the staging folder, made empty.
+    Raises ``SynthError``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SynthError(f"OUT {out}: a file, expected a folder (new, empty, or a previous synth output)")
-    if out.is_dir():
-        foreign = [p.name for p in out.iterdir() if p.name not in OURS and not _TEMPORARY.fullmatch(p.name)]
-        images = out / "images"
-        if images.is_dir():
-            foreign += [f"images/{p.name}" for p in images.iterdir() if not _IMAGE.fullmatch(p.name)]
+    ours = out.is_dir() and is_synth_output(out)
+    if out.is_dir() and not ours:
+        foreign = sorted(p.name for p in out.iterdir() if p.name != STAGING)
         if foreign and not force:
-            raise SynthError(f"OUT {out}: not empty and not a synth output (it holds {sorted(foreign)[0]}); choose "
-                             "an empty folder or pass --force")  # fmt: skip
-        for name in ("labels.jsonl", "synth.json", "preview.png"):
-            (out / name).unlink(missing_ok=True)
-        if images.is_dir():
-            for p in images.iterdir():
-                if _IMAGE.fullmatch(p.name):
-                    p.unlink()
+            raise SynthError(f"OUT {out}: not empty and not a synth output (it holds {foreign[0]}); choose an empty "
+                             "folder or pass --force")  # fmt: skip
+        clash = [name for name in sorted(OURS) if (out / name).exists() or (out / name).is_symlink()]
+        if clash:
+            raise SynthError(f"OUT {out}: it holds {clash[0]}, which is not a synth output's and would be replaced; "
+                             "choose another folder")  # fmt: skip
+    for name in ("labels.jsonl", "synth.json", "preview.png"):
+        path = out / name
+        if ours and (path.is_symlink() or (path.exists() and not path.is_file())):
+            raise SynthError(f"OUT {out}: {name} is not a regular file; remove it or choose another folder")
+    replaced = out.resolve() / "images" if ours else None
+    for given in inputs:
+        if not given:
+            continue
+        where = Path(given).resolve()
+        in_images = replaced is not None and (where == replaced or replaced in where.parents)
+        if in_images or (where.parent == out.resolve() and where.name in OURS):
+            raise SynthError(f"{given} lies in OUT {out}, whose images and labels a new set replaces: move it out")
+    staging = out / STAGING
     try:
-        (out / "images").mkdir(parents=True, exist_ok=True)
+        if staging.is_dir() and not staging.is_symlink():
+            shutil.rmtree(staging)  # what a killed run left
+        (staging / "images").mkdir(parents=True)
     except OSError as e:
-        raise SynthError(f"OUT {out}: cannot be made ({e.strerror or e})") from None
-    return out
+        raise SynthError(f"OUT {out}: cannot be written ({e.strerror or e})") from None
+    return staging
+
+
+def _publish(out: Path, staging: Path) -> None:
+    """The new set in place of the earlier one: files first, then the images folder swapped."""
+    old = out / "images"
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    (staging / "images").replace(old)
+    for name in ("synth.json", "preview.png", "labels.jsonl"):
+        if (staging / name).exists():
+            (staging / name).replace(out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
+    staging.rmdir()
 
 
 def generate(out: str | Path, count: int, synth: Synthesizer, workers: int = 1, force: bool = False,
              preview: bool = False, callback: JobCallback | None = None,
-             preview_samples: int = 48) -> list[dict]:  # fmt: skip
+             preview_samples: int = 48, inputs: list[str | None] = ()) -> list[dict]:  # fmt: skip
     """Write ``count`` samples to ``out``: ``images/NNNNNN.png`` and, at the end and atomically,
     ``labels.jsonl`` (one record a line, its ``image`` relative to ``out``), ``synth.json`` (the
     settings) and with ``preview`` a contact sheet ``preview.png``. ``workers`` threads make samples;
-    the bytes do not depend on it. Reports through ``callback`` (on_start, on_advance). Returns the
-    records."""
+    the bytes do not depend on it. The set is made in ``out/.synth-new`` and moved into place when it
+    is whole (``prepare_output``: an earlier set is replaced only then; ``inputs`` are checked against
+    it). Reports through ``callback`` (on_start, on_advance). Returns the records."""
     if count < 1:
         raise SynthError(f"--count {count}: at least 1")
-    out = prepare_output(out, force)
+    out = Path(out)
+    staging = prepare_output(out, force, inputs)
     digits = max(6, len(str(count - 1)))
     callback = callback or JobCallback()
     callback.on_start("synth", count, 0)
@@ -203,7 +248,7 @@ def generate(out: str | Path, count: int, synth: Synthesizer, workers: int = 1, 
     def make(index: int) -> dict:
         sample = synth.sample(index)
         name = f"images/{index:0{digits}d}.png"
-        sample.image.save(out / name, format="PNG")
+        sample.image.save(staging / name, format="PNG")
         sample.record["image"] = name
         return sample.record
 
@@ -213,12 +258,16 @@ def generate(out: str | Path, count: int, synth: Synthesizer, workers: int = 1, 
             for record in pool.map(make, range(start, min(count, start + 256))):
                 records.append(record)
                 callback.on_advance(1)
-    write_atomic(out / "synth.json", json.dumps({**synth.settings, "count": count}, ensure_ascii=False, indent=1))
-    write_atomic(out / "labels.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    if preview:
-        from .preview import contact_sheet
+    try:
+        write_atomic(staging / "synth.json", json.dumps({**synth.settings, "count": count}, ensure_ascii=False,
+                                                        indent=1))  # fmt: skip
+        write_atomic(staging / "labels.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        if preview:
+            from .preview import contact_sheet
 
-        sheet = contact_sheet(out, records[:preview_samples], synth.faces[0])
-        sheet.save(out / ".preview.png.tmp", format="PNG")
-        (out / ".preview.png.tmp").replace(out / "preview.png")
+            sheet = contact_sheet(staging, records[:preview_samples], synth.faces[0])
+            sheet.save(staging / "preview.png", format="PNG")
+        _publish(out, staging)
+    except OSError as e:
+        raise SynthError(f"OUT {out}: cannot be written ({e.strerror or e}); the new set is in {staging}") from None
     return records
