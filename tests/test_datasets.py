@@ -2,6 +2,7 @@
 .mokuro), crops cut by each source's rule, read lazily, and bad data named (or skipped)."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -69,8 +70,8 @@ def test_manga109_boxes_are_cut_as_manga_ocr_cuts_them(tmp_path):
     split = open_dataset(tmp_path / "m", read_books(tmp_path / "split.txt"))
     assert split.books == ["Alpha", "Gamma"] and split.describe()["books"] == ["Alpha", "Gamma"]
     assert {s.id.split("/")[0] for s in split.samples} == {"Alpha", "Gamma"}
-    with pytest.raises(DataError, match="Delta"):
-        open_dataset(tmp_path / "m", ["Delta"])
+    with pytest.raises(DataError, match="no Manga109-s books.txt given lists: Delta"):
+        open_datasets([tmp_path / "m"], ["Alpha", "Delta"])
     with pytest.raises(DataError, match="no DATA is a Manga109-s folder"):
         open_datasets([write_jsonl(tmp_path / "l.jsonl", [{"image": str(CROPS[0]), "text": "x"}])], ["Alpha"])
 
@@ -160,3 +161,65 @@ def test_a_mokuro_without_its_pages_or_with_bad_blocks_is_named(tmp_path):
     path.write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(DataError, match="not a .mokuro file"):
         open_dataset(path)
+
+
+def test_hostile_data_gets_one_message_each(tmp_path):
+    """What a hostile or careless dataset holds: each is named, never a traceback or a wrong label."""
+    crop = str(CROPS[0])
+    rows = [{"image": crop, "text": "\ud800"}, {"image": "\ud800.jpg", "text": "あ"},
+            {"image": str(tmp_path), "text": "あ"}, {"image": crop, "text": "よし", "id": "\udfff"}]  # fmt: skip
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")  # \\u escapes: valid JSON
+    data = open_dataset(path, skip_bad=True)
+    assert len(data) == 0 and [m.split(": ", 1)[1] for m in data.skipped] == [
+        "the text is not valid Unicode (it holds a lone surrogate)",
+        "the image path is not a file name (it holds a lone surrogate)",
+        f"the image {tmp_path} is not a regular file",
+        "the id is not valid Unicode (it holds a lone surrogate)",
+    ]
+
+    (tmp_path / "l.csv").write_text(f"image,text\n{crop},あい\u2028う\n{crop},か\n", encoding="utf-8")
+    assert [s.text for s in open_dataset(tmp_path / "l.csv").samples] == ["あい\u2028う", "か"]
+    (tmp_path / "d.csv").write_text(f"image,text,text\n{crop},あ,WRONG\n", encoding="utf-8")
+    with pytest.raises(DataError, match="names the column 'text' more than once"):
+        open_dataset(tmp_path / "d.csv", skip_bad=True)
+    with pytest.raises(DataError, match="given twice"):
+        open_datasets([path, tmp_path / "." / "s.jsonl"])
+    (tmp_path / "loop.jsonl").symlink_to(tmp_path / "loop.jsonl")
+    with pytest.raises(DataError, match="cannot open .*loop.jsonl: Too many levels of symbolic links"):
+        open_dataset(tmp_path / "loop.jsonl")
+
+    mokuro, _ = make_mokuro(tmp_path / "k", "vol", 1)
+    doc = json.loads(mokuro.read_text("utf-8"))
+    blocks = doc["pages"][0]["blocks"]
+    blocks[0]["box"], blocks[1]["box"] = [float("nan"), 1, 50, 50], [True, True, 50, 50]
+    mokuro.write_text(json.dumps(doc), encoding="utf-8")  # NaN as JSON writes it
+    data = open_dataset(mokuro, skip_bad=True)
+    assert len(data.skipped) == 2 and all('no "box" of four finite numbers' in m for m in data.skipped)
+    doc["pages"][0].update(img_width=400, img_height=550)  # the page really is 800x1100
+    blocks[0]["box"], blocks[1]["box"] = [1, 1, 50, 50], [1, 1, 60, 60]
+    doc["pages"][0]["blocks"] = blocks[:2]
+    mokuro.write_text(json.dumps(doc), encoding="utf-8")
+    sample = open_dataset(mokuro).samples[0]
+    with pytest.raises(DataError, match=r"p001\.png is 800x1100, but the \.mokuro says 400x550"):
+        sample.image()
+
+    root = tmp_path / "m"
+    truth = make_manga109(root, {"A": 1})
+    xml = root / "annotations" / "A.xml"
+    text = xml.read_text("utf-8").replace("encoding='utf-8'", "encoding='Shift_JIS'")
+    xml.write_bytes(text.encode("shift_jis"))
+    assert {s.id: s.text for s in open_dataset(root).samples} == {k: v.text for k, v in truth.items()}
+    xml.write_bytes(text.replace("Shift_JIS", "bogus-enc").encode("shift_jis"))
+    with pytest.raises(DataError, match="the declared encoding 'bogus-enc' is not one Python knows"):
+        open_dataset(root)
+    xml.write_text(re.sub(r'(<text id="\w+" xmin=")', r"\1１", text.replace("Shift_JIS", "utf-8"), count=1),
+                   encoding="utf-8")  # fmt: skip
+    with pytest.raises(DataError, match="whole-number xmin"):
+        open_dataset(root)
+    (root / "books.txt").write_text("A\n../outside\n/etc/x\nA\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"books\.txt: the title '\.\./outside' is not a plain name"):
+        open_dataset(root)
+    data = open_dataset(root, skip_bad=True)
+    assert data.books == ["A"] and "'/etc/x' is not a plain name" in data.skipped[1]
+    assert "the title 'A' is listed twice" in data.skipped[2]

@@ -2,12 +2,14 @@
 edit distance, here) applied to upstream ``manga_ocr.MangaOcr``'s predictions on the same samples."""
 
 import json
+import os
 import random
 from pathlib import Path
 
 import jaconv
 import manga_ocr
 import pytest
+from hostile import permissions_apply
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from manga_ocr.ocr import post_process as upstream_post_process
@@ -206,3 +208,45 @@ def test_the_shipped_example_set_is_upstreams_expected_text(tiny, capsys):
                                "greedy"], capsys)  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["samples"] == 12
+
+
+def test_records_never_overwrite_what_the_run_reads(tiny, tmp_path, capsys):
+    """--records may not be a file the run reads: a listed image, a label file, books.txt, an
+    annotation, --books; when it cannot be written the summary is still printed."""
+    image = tmp_path / "a.jpg"
+    image.write_bytes(IMAGES[0].read_bytes())
+    write_jsonl(tmp_path / "a.jsonl", [{"image": "a.jpg", "text": "あ"}])
+    make_manga109(tmp_path / "m", {"A": 1})
+    (tmp_path / "bk.txt").write_text("A\n", encoding="utf-8")
+    cases = [
+        (["a.jsonl"], "a.jpg"),
+        (["m"], "m/books.txt"),
+        (["m"], "m/annotations/A.xml"),
+        (["m"], "m/images/A/000.jpg"),
+        (["m", "--books", "bk.txt"], "bk.txt"),
+    ]
+    for args, records in cases:
+        before = (tmp_path / records).read_bytes()
+        data = [str(tmp_path / a) if not a.startswith("--") and i % 2 == 0 else a for i, a in enumerate(args)]
+        data = [str(tmp_path / a) if (i and args[i - 1] == "--books") else a for i, a in enumerate(data)]
+        code, _, err = run_eval([*data, "--model", str(tiny.folder), "--records", str(tmp_path / records)], capsys)
+        assert code == 2 and "which this run reads" in err, (records, err)
+        assert (tmp_path / records).read_bytes() == before
+    (tmp_path / "out").mkdir()
+    code, _, err = run_eval([str(tmp_path / "a.jsonl"), "--model", str(tiny.folder), "--records",
+                             str(tmp_path / "out")], capsys)  # fmt: skip
+    assert code == 2 and "not a file in an existing folder" in err
+    code, out, err = run_eval([str(tmp_path / "a.jsonl"), "--model", str(tiny.folder), "--decoding", "greedy",
+                               "--records", str(tmp_path / "nowhere" / "r.jsonl")], capsys)  # fmt: skip
+    assert code == 2 and "not a file in an existing folder" in err
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "r.jsonl").write_text("old", encoding="utf-8")
+    os.chmod(tmp_path / "ro", 0o500)
+    try:
+        with permissions_apply():
+            code, out, err = run_eval([str(tmp_path / "a.jsonl"), "--model", str(tiny.folder), "--decoding", "greedy",
+                                       "--json", "--records", str(tmp_path / "ro" / "r.jsonl")], capsys)  # fmt: skip
+    finally:
+        os.chmod(tmp_path / "ro", 0o700)
+    assert code == 1 and "cannot write --records" in err and json.loads(out)["samples"] == 1
+    assert (tmp_path / "ro" / "r.jsonl").read_text("utf-8") == "old"

@@ -8,6 +8,8 @@ mlx-mangaocr eval data.csv --model A --model B --json   # models side by side, o
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -81,7 +83,13 @@ def _run(args) -> int:
         books = read_books(args.books) if args.books else None
         datasets = open_datasets(args.data, books, args.skip_bad)
     except DataError as e:
-        error(f"{e}{'' if args.skip_bad else ' (--skip-bad leaves bad samples out)'}")
+        error(_with_hint(e, args.skip_bad))
+        return 2
+    problem = _records_problem(args.records, datasets, args.books)
+    if problem:
+        for dataset in datasets:
+            dataset.close()
+        error(problem)
         return 2
     try:
         for dataset in datasets:
@@ -106,7 +114,7 @@ def _run(args) -> int:
             result = evaluate(models, samples, args.normalize, args.batch_size, common.decoding_of(args),
                               args.skip_bad, callback)  # fmt: skip
         except DataError as e:
-            error(f"{e} (--skip-bad leaves bad samples out)")
+            error(_with_hint(e, args.skip_bad))
             return 2
         except KeyboardInterrupt:
             print("\ninterrupted: nothing written", file=sys.stderr)
@@ -122,6 +130,11 @@ def _run(args) -> int:
         summary["skipped"] += skipped_before
         summary["decoding"] = args.decoding
         summary["sources"] = sources
+    if args.json:
+        out = result.summaries[0] if len(result.summaries) == 1 else {"models": result.summaries}
+        print(json.dumps(out, ensure_ascii=False, indent=1), flush=True)
+    else:
+        print(table(result.summaries), flush=True)
     if args.records:
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records)
         try:
@@ -129,12 +142,35 @@ def _run(args) -> int:
         except OSError as e:
             error(f"cannot write --records {display_name(args.records)}: {e.strerror or e}")
             return 1
-    if args.json:
-        out = result.summaries[0] if len(result.summaries) == 1 else {"models": result.summaries}
-        print(json.dumps(out, ensure_ascii=False, indent=1))
-    else:
-        print(table(result.summaries))
     return 1 if result.summaries[0]["skipped"] else 0  # 1: some samples failed, each named on stderr
+
+
+def _with_hint(e: DataError, skip_bad: bool) -> str:
+    return f"{e} (--skip-bad leaves bad samples out)" if e.skippable and not skip_bad else str(e)
+
+
+def _records_problem(records: str | None, datasets, books: str | None) -> str | None:
+    """Why ``--records`` may not be written: it is a folder, or it is one of the files read."""
+    if records is None:
+        return None
+    path = Path(records)
+    try:
+        if not path.exists():
+            return None
+        mine = os.stat(path)
+    except OSError as e:
+        return f"--records {display_name(records)}: {e.strerror or e}"
+    if stat.S_ISDIR(mine.st_mode):
+        return f"--records {display_name(records)} is a folder; give a file"
+    for file in [*([Path(books)] if books else []), *(f for d in datasets for f in d.inputs)]:
+        try:
+            other = os.stat(file)
+        except OSError:
+            continue
+        if (other.st_dev, other.st_ino) == (mine.st_dev, mine.st_ino):
+            shown = display_name(file)
+            return f"--records {display_name(records)} is {shown}, which this run reads; choose another file"
+    return None
 
 
 def _percent(value) -> str:

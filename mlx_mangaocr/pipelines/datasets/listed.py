@@ -6,13 +6,15 @@ A sample's id is its ``id`` field or column when it has one, else ``FILE:LINE``.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from pathlib import Path
 
 from ...core.files import read_regular
 from ...core.images import load_decoded
 from ...core.names import display_name
-from .samples import DataError, Dataset, Problems, Sample
+from .samples import DataError, Dataset, Problems, Sample, text_problem
 
 
 def _sample(folder: Path, image, text, sample_id, where: str, problem: Problems, seen: set[str]) -> Sample | None:
@@ -25,16 +27,35 @@ def _sample(folder: Path, image, text, sample_id, where: str, problem: Problems,
     if not text:
         problem(f"{where}: the text is empty (a crop with nothing to read is not a sample)")
         return None
+    for name, value in (("text", text), ("id", sample_id if isinstance(sample_id, str) else "")):
+        why = text_problem(value)
+        if why:
+            problem(f"{where}: the {name} {why}")
+            return None
+    try:
+        os.fsencode(image)
+    except UnicodeEncodeError:
+        problem(f"{where}: the image path is not a file name (it holds a lone surrogate)")
+        return None
     path = Path(image) if Path(image).is_absolute() else folder / image
-    if not path.is_file():
+    try:
+        regular = path.is_file()
+        exists = regular or path.exists()
+    except OSError as e:
+        problem(f"{where}: cannot open the image {display_name(path)}: {e.strerror or e}")
+        return None
+    if not exists:
         problem(f"{where}: image not found: {display_name(path)}")
+        return None
+    if not regular:
+        problem(f"{where}: the image {display_name(path)} is not a regular file")
         return None
     sample_id = sample_id if isinstance(sample_id, str) and sample_id else where
     if sample_id in seen:
         problem(f"{where}: the id {sample_id!r} is used twice")
         return None
     seen.add(sample_id)
-    return Sample(sample_id, text, where, lambda: load_decoded(path))
+    return Sample(sample_id, text, where, lambda: load_decoded(path), file=path)
 
 
 def _lines(path: Path) -> list[bytes]:
@@ -65,7 +86,7 @@ def read_jsonl(path: Path, problem: Problems, kind: str = "jsonl") -> Dataset:
         sample = _sample(folder, record.get("image"), record.get("text"), record.get("id"), where, problem, seen)
         if sample is not None:
             samples.append(sample)
-    return Dataset(shown, kind, samples, problem.found)
+    return Dataset(shown, kind, samples, problem.found, inputs=[path, *(s.file for s in samples)])
 
 
 def read_csv(path: Path, problem: Problems) -> Dataset:
@@ -77,11 +98,14 @@ def read_csv(path: Path, problem: Problems) -> Dataset:
         raise DataError(f"cannot read {shown}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{shown} is not UTF-8 text (byte {e.start})") from None
-    reader = csv.DictReader(text.splitlines(keepends=True))
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # rows end at \n or \r only, as csv means
     try:
         columns = reader.fieldnames or []
     except csv.Error as e:
         raise DataError(f"{shown}: cannot read the header: {e}") from None
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise DataError(f"{shown}: its header names the column {twice[0]!r} more than once")
     missing = [c for c in ("image", "text") if c not in columns]
     if missing:
         raise DataError(f"{shown}: its header has no {' and no '.join(repr(c) for c in missing)} column "
@@ -99,4 +123,4 @@ def read_csv(path: Path, problem: Problems) -> Dataset:
                          problem, seen)  # fmt: skip
         if sample is not None:
             samples.append(sample)
-    return Dataset(shown, "csv", samples, problem.found)
+    return Dataset(shown, "csv", samples, problem.found, inputs=[path, *(s.file for s in samples)])

@@ -8,6 +8,7 @@ corrected become training data."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from PIL import Image
@@ -17,7 +18,7 @@ from ...core.names import display_name
 from ..pages.crops import grow
 from ..pages.reader import ReadingRules
 from ..volumes.volume import ARCHIVE_SUFFIXES, Volume, VolumeError
-from .samples import DataError, Dataset, PageCache, Problems, Sample
+from .samples import DataError, Dataset, PageCache, Problems, Sample, text_problem
 
 
 def volume_of(path: Path) -> Path:
@@ -53,12 +54,12 @@ def read_mokuro(path: Path, problem: Problems, rules: ReadingRules | None = None
             problem(f'{shown}: page {number} has no "img_path" and "blocks"')
             continue
         size = (page.get("img_width"), page.get("img_height"))
-        size = size if all(isinstance(v, int) and v > 0 for v in size) else None
+        size = size if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size) else None
         for index, block in enumerate(page["blocks"]):
             where = f"{shown}: page {number} ({name}), block {index}"
             box = block.get("box") if isinstance(block, dict) else None
-            if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-                problem(f'{where}: no "box" of four numbers')
+            if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)):
+                problem(f'{where}: no "box" of four finite numbers')
                 continue
             lines = block.get("lines")
             if not (isinstance(lines, list) and all(isinstance(line, str) for line in lines)):
@@ -68,6 +69,10 @@ def read_mokuro(path: Path, problem: Problems, rules: ReadingRules | None = None
             if not text:
                 problem(f"{where}: the text is empty")
                 continue
+            why = text_problem(text)
+            if why:
+                problem(f"{where}: the text {why}")
+                continue
             x1, y1, x2, y2 = (round(v) for v in box)
             if not (0 <= x1 < x2 and 0 <= y1 < y2) or (size and (x2 > size[0] or y2 > size[1])):
                 problem(f"{where}: the box {box} is outside the page")
@@ -75,17 +80,29 @@ def read_mokuro(path: Path, problem: Problems, rules: ReadingRules | None = None
             if name not in known:
                 problem(f"{where}: the page {name!r} is not in {volume.shown}")
                 continue
-            cut = _cutter(volume, pages, name, (x1, y1, x2, y2), margin, where)
+            cut = _cutter(volume, pages, name, (x1, y1, x2, y2), margin, size)
             samples.append(Sample(f"{display_name(volume.name)}/{name}#{index}", text, where, cut))
-    return Dataset(shown, "mokuro", samples, problem.found, closers=[volume.close])
+    inputs = [path, *dict.fromkeys(volume.file(p) for p in volume.pages)]
+    return Dataset(shown, "mokuro", samples, problem.found, closers=[volume.close], inputs=inputs)
 
 
-def _cutter(volume: Volume, pages: PageCache, name: str, box, margin: float, where: str):
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _cutter(volume: Volume, pages: PageCache, name: str, box, margin: float, size: tuple[int, int] | None):
+    def page() -> Image.Image:
+        image = volume.load(name)
+        if size is not None and image.size != size:
+            raise DataError(f"{volume.shown}: {name} is {image.width}x{image.height}, but the .mokuro says "
+                            f"{size[0]}x{size[1]}: its boxes would not match")  # fmt: skip
+        return image
+
     def load() -> Image.Image:
-        page = pages.get(name, lambda: volume.load(name))
-        width, height = page.size
+        image = pages.get(name, page)
+        width, height = image.size
         if box[2] > width or box[3] > height:
-            raise DataError(f"{where}: the box {list(box)} is outside the {width}x{height} page")
-        return page.crop(grow(box, margin, width, height))
+            raise DataError(f"the box {list(box)} is outside the {width}x{height} page")
+        return image.crop(grow(box, margin, width, height))
 
     return load

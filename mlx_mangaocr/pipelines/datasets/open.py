@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from ...core.files import read_regular
@@ -25,7 +27,9 @@ def open_dataset(path: str | Path, books: list[str] | None = None, skip_bad: boo
     shown = display_name(path)
     problem = Problems(skip_bad)
     try:
-        is_dir, exists = path.is_dir(), path.exists()
+        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except FileNotFoundError:
+        raise DataError(f"data not found: {shown}") from None
     except OSError as e:
         raise DataError(f"cannot open {shown}: {e.strerror or e}") from None
     if is_dir:
@@ -34,8 +38,6 @@ def open_dataset(path: str | Path, books: list[str] | None = None, skip_bad: boo
         if (path / "labels.jsonl").is_file():
             return read_jsonl(path / "labels.jsonl", problem, kind="synth")
         raise DataError(f"{shown} is a folder without books.txt or labels.jsonl; DATA is {FORMS}")
-    if not exists:
-        raise DataError(f"data not found: {shown}")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return read_jsonl(path, problem)
@@ -60,16 +62,27 @@ def read_books(path: str | Path) -> list[str]:
 
 def open_datasets(paths: list[str | Path], books: list[str] | None = None, skip_bad: bool = False) -> list[Dataset]:
     """Every source of a run, in order. ``books`` applies to every Manga109-s source, and needs one."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise DataError(f"{display_name(path)} is given twice (as {display_name(seen[real])} too): its samples "
+                            "would count twice")  # fmt: skip
+        seen[real] = str(path)
     datasets = []
     try:
         for path in paths:
             datasets.append(open_dataset(path, books, skip_bad))
+        if books is not None:
+            if not any(d.kind == "manga109" for d in datasets):
+                raise DataError("--books chooses Manga109-s books, but no DATA is a Manga109-s folder (with books.txt)")
+            found = {b for d in datasets for b in d.books or []}
+            unknown = [b for b in books if b not in found]
+            if unknown:
+                raise DataError(f"--books names {len(unknown)} title(s) that no Manga109-s books.txt given lists: "
+                                f"{', '.join(unknown[:5])}")  # fmt: skip
     except BaseException:
         for dataset in datasets:
             dataset.close()
         raise
-    if books is not None and not any(d.kind == "manga109" for d in datasets):
-        for dataset in datasets:
-            dataset.close()
-        raise DataError("--books chooses Manga109-s books, but no DATA is a Manga109-s folder (with books.txt)")
     return datasets

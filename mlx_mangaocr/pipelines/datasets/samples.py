@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PIL import Image
 
@@ -17,36 +18,53 @@ from ...core.errors import InvalidImageError, MangaOcrError
 
 
 class DataError(MangaOcrError, ValueError):
-    """Bad data: the message names the file and the line, box or page."""
+    """Bad data: the message names the file and the line, box or page. ``skippable``: a bad sample
+    (``--skip-bad`` leaves such out), not a source that cannot be read at all."""
+
+    def __init__(self, message: str, skippable: bool = False):
+        super().__init__(message)
+        self.skippable = skippable
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a label or an id (None when it can): it must be valid Unicode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (it holds a lone surrogate)"
+    return None
 
 
 @dataclass(frozen=True)
 class Sample:
     """One labelled crop. ``id`` is unique within its source; ``text`` the raw label; ``where`` the
-    file and line (or book, page and box) that messages name."""
+    file and line (or book, page and box) that messages name; ``file`` the image file when the crop
+    is a file of its own."""
 
     id: str
     text: str
     where: str
     _load: Callable[[], Image.Image] = field(repr=False, compare=False)
+    file: Path | None = None
 
     def image(self) -> Image.Image:
         """The crop as a loaded PIL image; ``DataError`` naming ``where`` when it cannot be read."""
         try:
             return self._load()
-        except DataError:
-            raise
+        except DataError as e:
+            raise DataError(str(e) if self.where in str(e) else f"{self.where}: {e}", skippable=True) from None
         except InvalidImageError as e:
-            raise DataError(f"{self.where}: {e}") from None
+            raise DataError(f"{self.where}: {e}", skippable=True) from None
         except OSError as e:
-            raise DataError(f"{self.where}: cannot read the image: {e.strerror or e}") from None
+            raise DataError(f"{self.where}: cannot read the image: {e.strerror or e}", skippable=True) from None
 
 
 @dataclass
 class Dataset:
     """The samples of one source, in its order. ``kind`` is one of ``jsonl``, ``csv``, ``synth``,
     ``manga109``, ``mokuro``; ``skipped`` the bad samples left out (``--skip-bad``), each named;
-    ``books`` the Manga109-s books read, else None."""
+    ``books`` the Manga109-s books read, else None; ``inputs`` every file it reads (so that an
+    output is never written over one)."""
 
     path: str
     kind: str
@@ -54,6 +72,7 @@ class Dataset:
     skipped: list[str] = field(default_factory=list)
     books: list[str] | None = None
     closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    inputs: list[Path] = field(default_factory=list, repr=False)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -82,7 +101,7 @@ class Problems:
 
     def __call__(self, message: str) -> None:
         if not self.skip_bad:
-            raise DataError(message)
+            raise DataError(message, skippable=True)
         self.found.append(message)
 
 
@@ -93,10 +112,16 @@ class PageCache:
         self._lock = threading.Lock()
         self._key: object = None
         self._page: Image.Image | None = None
+        self._error: DataError | None = None
 
     def get(self, key, load: Callable[[], Image.Image]) -> Image.Image:
         with self._lock:
-            if self._page is None or self._key != key:
-                self._page, self._key = None, None
-                self._page, self._key = load(), key
+            if self._key != key:
+                self._page, self._key, self._error = None, key, None
+                try:
+                    self._page = load()
+                except DataError as e:  # every box of a bad page fails alike, without reading it again
+                    self._error = e
+            if self._error is not None:
+                raise self._error
             return self._page

@@ -199,6 +199,11 @@ class Volume:
     def lock_path(self) -> Path:
         return self.path.parent / f"{self.name}.mokuro.lock"
 
+    def file(self, page: str) -> Path:
+        """The file a page is read from: its own in a folder, the archive for a member."""
+        source = self._sources[page]
+        return self.path if isinstance(source, zipfile.ZipInfo) else self.path / source
+
     def key(self, page: str) -> bytes:
         """The page's name as the bytes on disk or in the archive: what the cache keys it by."""
         source = self._sources[page]
