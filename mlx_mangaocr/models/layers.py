@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -58,6 +60,53 @@ def _cpu_fast_path(size: int, dtype: mx.Dtype) -> bool:
     return size >= 65536 and dtype == mx.float32 and mx.default_device().type == mx.DeviceType.cpu
 
 
+_CPU_STREAMS: list[mx.Stream] = []
+SPLIT_SIZE = 2**18  # inputs this large are shared out over the cores (encoders, the detector; not a decode step)
+
+
+def cpu_streams() -> list[mx.Stream]:
+    """One MLX CPU stream per core (at most 8), made once: MLX runs each CPU stream on a thread of
+    its own, while one stream's elementwise kernels use one core."""
+    if not _CPU_STREAMS:
+        _CPU_STREAMS.extend(mx.new_stream(mx.cpu) for _ in range(min(os.cpu_count() or 1, 8)))
+    return _CPU_STREAMS
+
+
+def on_cpu_streams(fn, x: mx.array) -> mx.array:
+    """``fn`` applied to ``x`` row by row (rows of its last axis), the rows split over the CPU
+    streams so that the cores share the work; the same values as ``fn(x)``. ``fn`` must treat
+    each row on its own (elementwise, or a reduction over the last axis)."""
+    streams = cpu_streams()
+    rows = x.size // x.shape[-1] if x.ndim and x.size >= SPLIT_SIZE else 0
+    count = min(len(streams), rows)
+    if count < 2:
+        return fn(x)
+    flat = x.reshape(rows, x.shape[-1])
+    bounds = [rows * i // count for i in range(count + 1)]
+    parts = []
+    for stream, start, stop in zip(streams, bounds, bounds[1:], strict=False):
+        with mx.stream(stream):
+            parts.append(fn(flat[start:stop]))
+    return mx.concatenate(parts, axis=0).reshape(x.shape)
+
+
+def split_over_cpu_streams(fn, *arrays: mx.array) -> mx.array:
+    """``fn(*arrays)`` for arrays that share their first axis and a ``fn`` that treats each index
+    of it on its own: on the CPU the first axis is split over the CPU streams, and the parts'
+    results (same values) concatenated; elsewhere one call."""
+    streams = cpu_streams() if mx.default_device().type == mx.DeviceType.cpu else []
+    size = arrays[0].shape[0]
+    count = min(len(streams), size)
+    if count < 2:
+        return fn(*arrays)
+    bounds = [size * i // count for i in range(count + 1)]
+    parts = []
+    for stream, start, stop in zip(streams, bounds, bounds[1:], strict=False):
+        with mx.stream(stream):
+            parts.append(fn(*(a[start:stop] for a in arrays)))
+    return mx.concatenate(parts, axis=0)
+
+
 class _CpuFused:
     """A function fused by ``mx.compile`` for large float32 inputs on the CPU, where MLX's CPU
     backend runs erf and exp element by element several times slower than the rest of a layer.
@@ -72,10 +121,10 @@ class _CpuFused:
             return self.fallback(x)
         if self.ok:
             try:
-                return self.compiled(x)
+                return on_cpu_streams(self.compiled, x)
             except (RuntimeError, ValueError):
                 self.ok = False
-        return self.fn(x)
+        return on_cpu_streams(self.fn, x)
 
 
 _gelu = _CpuFused(_gelu_rational, nn.gelu)

@@ -28,18 +28,21 @@ class Conv2d(nn.Conv2d):
     eager = True
 
     def __call__(self, x: mx.array) -> mx.array:
-        w = self.weight
+        return self.forward(x, self.weight, self.bias if "bias" in self else None)
+
+    def forward(self, x: mx.array, w: mx.array, bias: mx.array | None) -> mx.array:
+        """This convolution (stride, padding) with the kernel ``w`` (OHWI) and ``bias``."""
         if w.shape[1:3] == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0) and self.groups == 1:
             y = (x.reshape(-1, x.shape[-1]) @ w.reshape(w.shape[0], -1).T).reshape(*x.shape[:-1], w.shape[0])
         else:
-            y = self._banded(x) if self.eager and self.dilation in (1, (1, 1)) and self.groups == 1 else None
+            y = self._banded(x, w) if self.eager and self.dilation in (1, (1, 1)) and self.groups == 1 else None
             if y is None:
                 y = mx.conv2d(x, w, self.stride, self.padding, self.dilation, self.groups)
-        return y + self.bias if "bias" in self else y
+        return y if bias is None else y + bias
 
-    def _banded(self, x: mx.array) -> mx.array | None:
+    def _banded(self, x: mx.array, w: mx.array) -> mx.array | None:
         b, h, width, c = x.shape
-        (kh, kw), (sh, sw), (ph, pw) = self.weight.shape[1:3], self.stride, self.padding
+        (kh, kw), (sh, sw), (ph, pw) = w.shape[1:3], self.stride, self.padding
         out_h, out_w = (h + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
         rows = max(1, BAND_BYTES // (b * out_w * kh * kw * c * x.dtype.size))
         if rows >= out_h:
@@ -50,7 +53,7 @@ class Conv2d(nn.Conv2d):
             top, bottom = r0 * sh - ph, (r1 - 1) * sh - ph + kh  # the input rows [top, bottom) it reads
             band = x[:, max(top, 0) : min(bottom, h)]
             padding = ([max(-top, 0), pw], [max(bottom - h, 0), pw])
-            bands.append(mx.conv_general(band, self.weight, stride=self.stride, padding=padding))
+            bands.append(mx.conv_general(band, w, stride=self.stride, padding=padding))
             mx.eval(bands[-1])
         return mx.concatenate(bands, axis=1)
 

@@ -91,7 +91,12 @@ class RepVggBlock(nn.Module):
         self.activation = config.activation_function
 
     def __call__(self, x: mx.array) -> mx.array:
-        return ACTIVATIONS[self.activation](self.conv1(x) + self.conv2(x))
+        # RT-DETR's deploy form: the 1x1 branch is the 3x3 kernel's centre tap, so one convolution
+        # computes both (the same sum of products, grouped differently: within fp32 rounding)
+        three, one = self.conv1.conv, self.conv2.conv
+        pad = (three.weight.shape[1] - 1) // 2
+        kernel = three.weight + mx.pad(one.weight, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+        return ACTIVATIONS[self.activation](three.forward(x, kernel, three.bias + one.bias))
 
 
 class CSPRepLayer(nn.Module):

@@ -1,0 +1,131 @@
+"""Where one decoder layer of the detector spends its time on MLX, operation by operation.
+
+    python -m benchmarks.detector_ops --model MLX_DETECTOR [--repeats N] [--out F]
+
+The detector's stages (``detector_stages.py``) show the decoder as the stage furthest from
+PyTorch's time. This breaks its first layer down at batch 1 on random pixels at the preprocessor's
+size: self-attention (and its softmax alone, through the library's fused CPU exp and through
+``mx.softmax``), the deformable attention's value projection (a matmul PyTorch pays too), its
+sampling taps, the row gather and the weighted sum, and the FFN; plus whether two MLX CPU streams
+run at once (they would split the single-threaded elementwise work over two cores). Median of
+``--repeats`` evaluated calls after a warm-up each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+
+def _timed(fn, repeats: int) -> float:
+    import mlx.core as mx
+
+    mx.eval(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mx.eval(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(model: str, repeats: int) -> dict:
+    import mlx_mangaocr  # first: it loads OpenBLAS, which must come before mlx.core  # noqa: I001
+    import mlx.core as mx
+    import numpy as np
+
+    from mlx_mangaocr.models.detection.decoder import sampling_taps
+    from mlx_mangaocr.models.layers import _softmax
+
+    detector = mlx_mangaocr.load_detector(model)
+    net = detector.model
+    size = {"height": 640, "width": 640}
+    config = Path(model) / "preprocessor_config.json"
+    if config.is_file():  # the size the image processor resizes every page to
+        size = {**size, **json.loads(config.read_text(encoding="utf-8")).get("size", {})}
+    pixels = mx.array(np.random.default_rng(0).random((1, size["height"], size["width"], 3), dtype=np.float32))
+    encoded = net.encode(net.backbone(pixels))
+    chosen = net.select_queries(encoded)
+    mx.eval(chosen.target, chosen.memory, chosen.ref_logits)
+    layer, memory, shapes = net.decoder.layers[0], chosen.memory, chosen.shapes
+    h, ref = chosen.target, mx.sigmoid(chosen.ref_logits)
+    pos = net.decoder.query_pos_head(ref)
+    q = h + pos
+    attn = layer.encoder_attn
+    b, nq, d = q.shape
+    heads, levels, points = attn.heads, attn.levels, attn.points
+    head_dim = d // heads
+    mx.eval(pos, q)
+
+    def loc():
+        offsets = attn.sampling_offsets(q).reshape(b, nq, heads, levels * points, 2)
+        scale = mx.array([1 / points] * levels * points, dtype=q.dtype)[:, None]
+        at = ref[:, :, None, None, :2] + offsets * scale * ref[:, :, None, None, 2:] * attn.offset_scale
+        return at.transpose(0, 2, 1, 3, 4).reshape(b * heads, nq, levels, points, 2)
+
+    where = loc()
+    rows, taps = sampling_taps(where, shapes, attn.discrete)
+    value = attn.value_proj(memory).reshape(b, -1, heads, head_dim).transpose(0, 2, 1, 3).reshape(-1, head_dim)
+    k = rows.shape[2] * rows.shape[3] * rows.shape[4]
+    flat = rows.reshape(b * heads, nq * k) + (mx.arange(b * heads, dtype=mx.int32) * (value.shape[0] // heads))[:, None]
+    sampled = mx.take(value, flat.reshape(-1), axis=0).reshape(b * heads, nq, k, head_dim)
+    weights = mx.random.uniform(shape=(b * heads, nq, 1, k))
+    scores = mx.random.normal((1, heads, nq, nq))
+    mx.eval(where, rows, taps, value, flat, sampled, weights, scores)
+    ops = {
+        "decoder (all layers and heads)": lambda: list(net.decoder(chosen.target, memory, shapes, chosen.ref_logits)),
+        "layer: self-attention and its LayerNorm": lambda: layer.self_attn_layer_norm(h + layer.self_attn(h, pos)),
+        "  softmax of its scores, fused CPU exp": lambda: _softmax(scores),
+        "  softmax of its scores, mx.softmax": lambda: mx.softmax(scores, axis=-1),
+        "layer: deformable attention": lambda: attn(q, memory, shapes, ref),
+        "  value projection (a matmul)": lambda: attn.value_proj(memory),
+        "  sampling locations and attention weights": lambda: [loc(), mx.softmax(attn.attention_weights(q))],
+        "  sampling taps (rows and bilinear weights)": lambda: list(sampling_taps(where, shapes, attn.discrete)),
+        "  row gather (mx.take)": lambda: mx.take(value, flat.reshape(-1), axis=0),
+        "  weighted sum (batched matmul)": lambda: weights @ sampled,
+        "layer: FFN and its LayerNorm": lambda: layer.final_layer_norm(h + layer.fc2(mx.maximum(layer.fc1(h), 0))),
+    }
+    seconds = {name: _timed(fn, repeats) for name, fn in ops.items()}
+    gathered = {"rows": int(flat.size), "row_floats": head_dim}
+    table, index = np.array(value), np.array(flat.reshape(-1))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        table[index]
+    gathered["numpy_take_s"] = (time.perf_counter() - start) / repeats
+    big = mx.random.normal((8, 300, 300))
+    one, two = mx.new_stream(mx.cpu), mx.new_stream(mx.cpu)
+
+    def split():
+        with mx.stream(one):
+            a = mx.exp(big[:4])
+        with mx.stream(two):
+            c = mx.exp(big[4:])
+        return [a, c]
+
+    streams = {"one_stream_s": _timed(lambda: mx.exp(big), repeats), "two_streams_s": _timed(split, repeats)}
+    return {"model": model, "layers": len(net.decoder.layers), "seconds": seconds, "gather": gathered,
+            "exp_720k": streams}  # fmt: skip
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.detector_ops")
+    p.add_argument("--model", required=True, help="the MLX detector (a converted or Hugging Face folder)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", help="write the figures as JSON here too")
+    args = p.parse_args(argv)
+    result = run(args.model, args.repeats)
+    for name, seconds in result["seconds"].items():
+        print(f"{name:46s} {seconds * 1e3:8.2f} ms")
+    g, e = result["gather"], result["exp_720k"]
+    print(f"row gather in numpy ({g['rows']} rows of {g['row_floats']} floats) {g['numpy_take_s'] * 1e3:8.2f} ms")
+    one, two = e["one_stream_s"] * 1e3, e["two_streams_s"] * 1e3
+    print(f"exp of 720k values: one CPU stream {one:.2f} ms, split over two {two:.2f} ms")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
