@@ -233,15 +233,17 @@ def _accuracy_section(args, out: Path, model: str, mlx_model: str) -> dict:
             _run(["-m", "mlx_mangaocr", "synth", str(data), "--count", str(args.accuracy), "--seed", "0"])
     limit = ["--limit", str(args.accuracy)]
     sides = _both_sides(args, out, "accuracy", {
-        side: ["-m", "benchmarks.accuracy", side, "--model", side_model, "--data", str(data), *limit]
-        for side, side_model in (("mlx", mlx_model), ("torch", model))
+        name: ["-m", "benchmarks.accuracy", side, "--model", side_model, "--data", str(data), *limit, *extra]
+        for name, side, side_model, extra in (("mlx", "mlx", mlx_model, []),
+                                              ("mlx-batch-1", "mlx", mlx_model, ["--batch-size", "1"]),
+                                              ("torch", "torch", model, []))
     })  # fmt: skip
     for side in sides.values():
         side["figures"] = score_predictions(side["labels"], side["predictions"], side["vertical"])
     mlx, torch = sides["mlx"], sides["torch"]
     same = sum(a == b for a, b in zip(mlx["predictions"], torch["predictions"], strict=True))
     return {"data": str(data), "synthetic_model": args.synthetic, **sides, "identical_predictions": same,
-            "identical_figures": mlx["figures"] == torch["figures"]}  # fmt: skip
+            "identical_figures": mlx["figures"] == torch["figures"] == sides["mlx-batch-1"]["figures"]}  # fmt: skip
 
 
 def _ragged_section(args, out: Path, model: str, mlx_model: str) -> dict:

@@ -203,6 +203,12 @@ def _accuracy_table(section: dict | None) -> list[str]:
     ]
     lines += [f"| {name} | {fmt(a)} | {fmt(b)} | {_ratio(a, b) if 'per second' in name or 'memory' in name else ''} |"
               for name, a, b, fmt in rows]  # fmt: skip
+    one = section.get("mlx-batch-1")
+    if one:
+        lines += ["", f"MLX one crop at a time (`--batch-size 1`) on the same crops: {one['samples_per_s']:.2f} samples "
+                  f"per second ({_ratio(one['samples_per_s'], torch['samples_per_s'])} PyTorch's), peak memory "
+                  f"{_mb(one['rss_growth_bytes'])} ({_ratio(one['rss_growth_bytes'], torch['rss_growth_bytes'])}); "
+                  "the batch of 16 holds 16 crops' beams and caches at once."]  # fmt: skip
     return [*lines, ""]
 
 

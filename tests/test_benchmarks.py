@@ -145,8 +145,9 @@ def test_accuracy_section(bench):
     assert section["identical_predictions"] == 6 and section["identical_figures"]
     assert mlx["figures"]["samples"] == 6 and mlx["summary"]["cer"] == mlx["figures"]["cer"]  # eval's own figures too
     assert mlx["labels"] == torch["labels"] and all(mlx["labels"])
-    for side in (mlx, torch):
+    for side in (mlx, torch, section["mlx-batch-1"]):
         assert side["samples_per_s"] > 0 and side["rss_peak_bytes"] > 0
+    assert section["mlx-batch-1"]["batch_size"] == 1 and section["mlx-batch-1"]["predictions"] == mlx["predictions"]
     assert "## Accuracy" in (bench / "results.md").read_text(encoding="utf-8")
 
 
@@ -232,3 +233,14 @@ def test_paths_are_made_absolute_before_the_workers_run_in_the_checkout(tmp_path
         [str(tmp_path / "a.png")],
         str(tmp_path / "m"),
     )
+
+
+def test_detector_ops_breaks_a_decoder_layer_down(small_detector):
+    """benchmarks/detector_ops.py: every operation of the decoder's first layer timed, the gather
+    compared with numpy's, and one CPU stream against two."""
+    from benchmarks.detector_ops import run
+
+    result = run(str(small_detector.folder), repeats=1)
+    assert len(result["seconds"]) == 11 and all(s > 0 for s in result["seconds"].values())
+    assert result["gather"]["rows"] > 0 and result["gather"]["numpy_take_s"] > 0
+    assert result["exp_720k"]["one_stream_s"] > 0 and result["exp_720k"]["two_streams_s"] > 0

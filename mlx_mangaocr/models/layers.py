@@ -73,10 +73,11 @@ def cpu_streams() -> list[mx.Stream]:
 
 
 def on_cpu_streams(fn, x: mx.array) -> mx.array:
-    """``fn`` applied to ``x`` row by row (rows of its last axis), the rows split over the CPU
-    streams so that the cores share the work; the same values as ``fn(x)``. ``fn`` must treat
-    each row on its own (elementwise, or a reduction over the last axis)."""
-    streams = cpu_streams()
+    """``fn`` applied to ``x`` row by row (rows of its last axis); on the CPU, for inputs of
+    ``SPLIT_SIZE`` or more, the rows are split over the CPU streams so that the cores share the
+    work: the same values as ``fn(x)``. ``fn`` must treat each row on its own (elementwise, or a
+    reduction over the last axis, as softmax and LayerNorm)."""
+    streams = cpu_streams() if mx.default_device().type == mx.DeviceType.cpu else []
     rows = x.size // x.shape[-1] if x.ndim and x.size >= SPLIT_SIZE else 0
     count = min(len(streams), rows)
     if count < 2:
