@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -60,16 +61,29 @@ def _cpu_fast_path(size: int, dtype: mx.Dtype) -> bool:
     return size >= 65536 and dtype == mx.float32 and mx.default_device().type == mx.DeviceType.cpu
 
 
-_CPU_STREAMS: list[mx.Stream] = []
+_STREAMS = threading.local()  # MLX streams belong to the thread that made them
 SPLIT_SIZE = 2**18  # inputs this large are shared out over the cores (encoders, the detector; not a decode step)
+STREAM_COUNT = min(os.cpu_count() or 1, 8)
+
+
+STREAM_THREADS = 4  # threads that get streams of their own; MLX keeps a stream's thread for good
+_made = {"threads": 0}
+_made_lock = threading.Lock()
 
 
 def cpu_streams() -> list[mx.Stream]:
-    """One MLX CPU stream per core (at most 8), made once: MLX runs each CPU stream on a thread of
-    its own, while one stream's elementwise kernels use one core."""
-    if not _CPU_STREAMS:
-        _CPU_STREAMS.extend(mx.new_stream(mx.cpu) for _ in range(min(os.cpu_count() or 1, 8)))
-    return _CPU_STREAMS
+    """One MLX CPU stream per core (at most 8), made once per thread (a stream can only be used
+    by the thread that made it): MLX runs each CPU stream on a thread of its own, while one
+    stream's elementwise kernels use one core. The first ``STREAM_THREADS`` threads to ask get
+    them; later ones (a server's thread per request) get none and run on their default stream."""
+    streams = getattr(_STREAMS, "streams", None)
+    if streams is None:
+        with _made_lock:
+            allowed = _made["threads"] < STREAM_THREADS
+            _made["threads"] += allowed
+        streams = [mx.new_stream(mx.cpu) for _ in range(STREAM_COUNT)] if allowed else []
+        _STREAMS.streams = streams
+    return streams
 
 
 def on_cpu_streams(fn, x: mx.array) -> mx.array:
