@@ -61,13 +61,11 @@ def _cpu_fast_path(size: int, dtype: mx.Dtype) -> bool:
     return size >= 65536 and dtype == mx.float32 and mx.default_device().type == mx.DeviceType.cpu
 
 
-_STREAMS = threading.local()  # MLX streams belong to the thread that made them
 SPLIT_SIZE = 2**18  # inputs this large are shared out over the cores (encoders, the detector; not a decode step)
 STREAM_COUNT = min(os.cpu_count() or 1, 8)
-
-
 STREAM_THREADS = 4  # threads that get streams of their own; MLX keeps a stream's thread for good
-_made = {"threads": 0}
+_STREAMS = threading.local()  # MLX streams belong to the thread that made them
+_made = {"threads": 0}  # threads that have made their streams
 _made_lock = threading.Lock()
 
 
@@ -91,18 +89,9 @@ def on_cpu_streams(fn, x: mx.array) -> mx.array:
     ``SPLIT_SIZE`` or more, the rows are split over the CPU streams so that the cores share the
     work: the same values as ``fn(x)``. ``fn`` must treat each row on its own (elementwise, or a
     reduction over the last axis, as softmax and LayerNorm)."""
-    streams = cpu_streams() if mx.default_device().type == mx.DeviceType.cpu else []
-    rows = x.size // x.shape[-1] if x.ndim and x.size >= SPLIT_SIZE else 0
-    count = min(len(streams), rows)
-    if count < 2:
+    if x.ndim == 0 or x.size < SPLIT_SIZE:
         return fn(x)
-    flat = x.reshape(rows, x.shape[-1])
-    bounds = [rows * i // count for i in range(count + 1)]
-    parts = []
-    for stream, start, stop in zip(streams, bounds, bounds[1:], strict=False):
-        with mx.stream(stream):
-            parts.append(fn(flat[start:stop]))
-    return mx.concatenate(parts, axis=0).reshape(x.shape)
+    return split_over_cpu_streams(fn, x.reshape(-1, x.shape[-1])).reshape(x.shape)
 
 
 def split_over_cpu_streams(fn, *arrays: mx.array) -> mx.array:

@@ -134,21 +134,21 @@ def model_source(source: str | None) -> str:
     return str(Path(source).resolve()) if source and Path(source).exists() else (source or "default")
 
 
-def output_problem(output: str | None, inputs: list[str]) -> str | None:
-    """Why ``--output`` cannot be written, or None: it must not be an input (the same file by any
-    name), nor a folder, and its folder must exist."""
+def output_problem(output: str | None, inputs: list[str], option: str = "--output") -> str | None:
+    """Why ``output`` (the value of ``option``) cannot be written, or None: it must not be an input
+    (the same file by any name), nor a folder, and its folder must exist."""
     if output is None:
         return None
     path = Path(output)
     if path.is_dir() or not path.absolute().parent.is_dir():
-        return f"--output {display_name(output)}: not a file in an existing folder"
+        return f"{option} {display_name(output)}: not a file in an existing folder"
     if not path.exists():
         return None
     for item in inputs:
         try:
             if os.path.samefile(item, path) or (Path(item).is_dir() and path.absolute().parent.samefile(item)
                                                 and is_image_name(path)):  # fmt: skip
-                return f"--output {display_name(output)} is one of the inputs: it is never written; choose another FILE"
+                return f"{option} {display_name(output)} is one of the inputs: it is never written; choose another FILE"
         except OSError:
             continue
     return None

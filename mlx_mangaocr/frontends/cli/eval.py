@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
 from pathlib import Path
 
@@ -75,9 +74,9 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args) -> int:
-    problem = common.output_problem(args.records, args.data)
+    problem = common.output_problem(args.records, args.data, "--records")
     if problem:
-        error(problem.replace("--output", "--records"))
+        error(problem)
         return 2
     try:
         books = read_books(args.books) if args.books else None
@@ -150,7 +149,8 @@ def _with_hint(e: DataError, skip_bad: bool) -> str:
 
 
 def _records_problem(records: str | None, datasets, books: str | None) -> str | None:
-    """Why ``--records`` may not be written: it is a folder, or it is one of the files read."""
+    """Why ``--records`` may not be written: it is one of the files read (listed images, label
+    files, annotations, pages, ``--books``). ``output_problem`` has refused a folder already."""
     if records is None:
         return None
     path = Path(records)
@@ -160,8 +160,6 @@ def _records_problem(records: str | None, datasets, books: str | None) -> str | 
         mine = os.stat(path)
     except OSError as e:
         return f"--records {display_name(records)}: {e.strerror or e}"
-    if stat.S_ISDIR(mine.st_mode):
-        return f"--records {display_name(records)} is a folder; give a file"
     for file in [*([Path(books)] if books else []), *(f for d in datasets for f in d.inputs)]:
         try:
             other = os.stat(file)

@@ -111,11 +111,7 @@ class DeformableAttention(nn.Module):
             return (weights * taps).reshape(n, q, 1, k) @ sampled
 
         # on the CPU the pairs are shared out over the cores (MLX runs a CPU stream's elementwise work on one)
-        out = (
-            split_over_cpu_streams(sample, loc, weights, first)
-            if loc.size * 4 >= 65536
-            else sample(loc, weights, first)
-        )
+        out = split_over_cpu_streams(sample, loc, weights, first)
         out = out.reshape(b, heads, q, head_dim).transpose(0, 2, 1, 3)
         return self.output_proj(out.reshape(b, q, d))
 

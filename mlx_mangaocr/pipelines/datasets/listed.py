@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ...core.files import read_regular
 from ...core.images import load_decoded
-from ...core.names import display_name
-from .samples import DataError, Dataset, Problems, Sample, text_problem
+from ...core.names import display_name, is_text
+from .samples import NOT_TEXT, DataError, Dataset, Problems, Sample
 
 
 def _sample(folder: Path, image, text, sample_id, where: str, problem: Problems, seen: set[str]) -> Sample | None:
@@ -28,9 +28,8 @@ def _sample(folder: Path, image, text, sample_id, where: str, problem: Problems,
         problem(f"{where}: the text is empty (a crop with nothing to read is not a sample)")
         return None
     for name, value in (("text", text), ("id", sample_id if isinstance(sample_id, str) else "")):
-        why = text_problem(value)
-        if why:
-            problem(f"{where}: the {name} {why}")
+        if not is_text(value):
+            problem(f"{where}: the {name} {NOT_TEXT}")
             return None
     try:
         os.fsencode(image)

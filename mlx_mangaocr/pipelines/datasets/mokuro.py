@@ -14,11 +14,11 @@ from pathlib import Path
 from PIL import Image
 
 from ...core.files import read_regular
-from ...core.names import display_name
+from ...core.names import display_name, is_text
 from ..pages.crops import grow
 from ..pages.reader import ReadingRules
 from ..volumes.volume import ARCHIVE_SUFFIXES, Volume, VolumeError
-from .samples import DataError, Dataset, PageCache, Problems, Sample, text_problem
+from .samples import NOT_TEXT, DataError, Dataset, PageCache, Problems, Sample
 
 
 def volume_of(path: Path) -> Path:
@@ -69,9 +69,8 @@ def read_mokuro(path: Path, problem: Problems, rules: ReadingRules | None = None
             if not text:
                 problem(f"{where}: the text is empty")
                 continue
-            why = text_problem(text)
-            if why:
-                problem(f"{where}: the text {why}")
+            if not is_text(text):
+                problem(f"{where}: the text {NOT_TEXT}")
                 continue
             x1, y1, x2, y2 = (round(v) for v in box)
             if not (0 <= x1 < x2 and 0 <= y1 < y2) or (size and (x2 > size[0] or y2 > size[1])):

@@ -26,13 +26,7 @@ class DataError(MangaOcrError, ValueError):
         self.skippable = skippable
 
 
-def text_problem(text: str) -> str | None:
-    """Why ``text`` cannot be a label or an id (None when it can): it must be valid Unicode."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "is not valid Unicode (it holds a lone surrogate)"
-    return None
+NOT_TEXT = "is not valid Unicode (it holds a lone surrogate)"  # a label or id that ``core.names.is_text`` refuses
 
 
 @dataclass(frozen=True)
