@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -55,10 +56,31 @@ def _silu_poly(x: mx.array) -> mx.array:
     return x / (1 + _exp_poly(-x))
 
 
+_PLAIN = threading.local()  # set by ``differentiable()`` in the thread that traces a training step
+
+
+@contextlib.contextmanager
+def differentiable():
+    """Within it, gelu, softmax and attention are MLX's plain ops, whose gradients MLX computes
+    exactly: the fused CPU paths below are made for inference (their polynomial exp uses bit
+    operations, which have no gradient). Training traces its step inside it."""
+    before = getattr(_PLAIN, "on", False)
+    _PLAIN.on = True
+    try:
+        yield
+    finally:
+        _PLAIN.on = before
+
+
 def _cpu_fast_path(size: int, dtype: mx.Dtype) -> bool:
     """Whether the fused CPU paths below pay: float32 on the CPU, and large enough that a compiled
-    call costs less than it saves (the encoder, not a decode step)."""
-    return size >= 65536 and dtype == mx.float32 and mx.default_device().type == mx.DeviceType.cpu
+    call costs less than it saves (the encoder, not a decode step); never while differentiating."""
+    return (
+        size >= 65536
+        and dtype == mx.float32
+        and mx.default_device().type == mx.DeviceType.cpu
+        and not getattr(_PLAIN, "on", False)
+    )
 
 
 SPLIT_SIZE = 2**18  # inputs this large are shared out over the cores (encoders, the detector; not a decode step)
@@ -148,14 +170,44 @@ def silu(x: mx.array) -> mx.array:
     return _silu(x)
 
 
-def attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
-    """Unmasked attention over (B, heads, L, d) arrays: ``mx.fast.scaled_dot_product_attention``,
-    except on the CPU for large float32 score matrices (the encoder), where the softmax's exp
-    goes through the fused polynomial above: same values to float32 rounding, ~2x faster."""
+def attention(
+    q: mx.array, k: mx.array, v: mx.array, scale: float, mask: mx.array | None = None, dropout: Dropout | None = None
+) -> mx.array:
+    """Attention over (B, heads, L, d) arrays: ``mx.fast.scaled_dot_product_attention``, except on
+    the CPU for large unmasked float32 score matrices (the encoder), where the softmax's exp goes
+    through the fused polynomial above (same values to float32 rounding, ~2x faster), and in
+    training with attention dropout, which drops attention weights as transformers does."""
+    if dropout is not None and dropout.active:
+        scores = (q * scale) @ k.swapaxes(-1, -2)
+        if mask is not None:
+            scores = scores + mask
+        return dropout(mx.softmax(scores, axis=-1)) @ v
+    if mask is not None:
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
     scores_size = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
     if not _cpu_fast_path(scores_size, q.dtype):
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
     return _softmax((q * scale) @ k.swapaxes(-1, -2)) @ v
+
+
+class Dropout(nn.Module):
+    """Dropout as PyTorch's: in training, zero each element with probability ``p`` and scale the
+    rest by 1 / (1 - p); the identity in eval mode or at ``p == 0``. ``p`` may be set later
+    (``--dropout``). Its randomness is MLX's global random state."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+
+    @property
+    def active(self) -> bool:
+        return self.training and self.p > 0
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if not self.active:
+            return x
+        keep = mx.random.bernoulli(1.0 - self.p, x.shape)
+        return mx.where(keep, x * (1.0 / (1.0 - self.p)), mx.array(0, x.dtype))
 
 
 ACTIVATIONS = {

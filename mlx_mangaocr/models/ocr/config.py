@@ -31,6 +31,17 @@ GENERATION_KEYS = (
 )
 
 
+DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def check_probabilities(where: str, config) -> None:
+    """Dropout probabilities must be numbers in [0, 1)."""
+    for name in DROPOUT_FIELDS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ModelLoadError(f"config.json: {where}{name} must be a number in [0, 1), got {value!r}")
+
+
 @dataclass
 class VisionConfig:
     """The ViT encoder (``config.json`` -> ``encoder``)."""
@@ -46,6 +57,8 @@ class VisionConfig:
     patch_size: int = 16
     num_channels: int = 3
     qkv_bias: bool = True
+    hidden_dropout_prob: float = 0.0  # used in training only, as transformers' ViT
+    attention_probs_dropout_prob: float = 0.0
 
     @property
     def num_patches(self) -> int:
@@ -58,6 +71,7 @@ class VisionConfig:
                  "patch_size", "num_channels")  # fmt: skip
         check_positive_ints("encoder.", {name: getattr(config, name) for name in sizes})
         check_positive_numbers("encoder.", {"layer_norm_eps": config.layer_norm_eps})
+        check_probabilities("encoder.", config)
         if config.patch_size > config.image_size:
             raise ModelLoadError(
                 f"config.json: encoder.patch_size {config.patch_size} > image_size {config.image_size}"
@@ -89,6 +103,8 @@ class TextConfig:
     type_vocab_size: int = 2
     is_decoder: bool = True
     add_cross_attention: bool = True
+    hidden_dropout_prob: float = 0.1  # used in training only, as transformers' BERT
+    attention_probs_dropout_prob: float = 0.1
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> TextConfig:
@@ -97,6 +113,7 @@ class TextConfig:
                  "max_position_embeddings", "type_vocab_size")  # fmt: skip
         check_positive_ints("decoder.", {name: getattr(config, name) for name in sizes})
         check_positive_numbers("decoder.", {"layer_norm_eps": config.layer_norm_eps})
+        check_probabilities("decoder.", config)
         return config
 
     def parameter_count(self) -> int:

@@ -52,6 +52,23 @@ class KVCache:
         self.values = self.values[indices]
 
 
+class WholeSequence:
+    """No cache: a whole target sequence at once (training), each position seeing itself and the
+    positions before it, as transformers' causal mask."""
+
+    def positions(self, length: int) -> mx.array:
+        return mx.arange(length)
+
+    def mask(self, length: int, dtype: mx.Dtype) -> mx.array | None:
+        if length == 1:
+            return None
+        rows = mx.arange(length)[:, None]
+        return mx.where(mx.arange(length)[None, :] <= rows, 0.0, -mx.inf).astype(dtype)
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        return keys, values
+
+
 class FixedKVCache:
     """The same cache seen with fixed shapes, for a step compiled with ``mx.compile``.
 

@@ -7,8 +7,9 @@ import re
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..layers import Dropout
 from .config import ModelConfig
-from .kv_cache import CrossKV
+from .kv_cache import CrossKV, WholeSequence
 from .text_decoder import TextDecoder
 from .vision import VisionEncoder
 
@@ -41,6 +42,19 @@ class MangaOcrModel(nn.Module):
         self.config = config
         self.encoder = VisionEncoder(config.encoder)
         self.decoder = TextDecoder(config.decoder)
+        self.eval()  # dropout only where training asks for it (``model.train()``)
+
+    def __call__(self, pixel_values: mx.array, decoder_input_ids: mx.array) -> mx.array:
+        """Teacher forcing, as transformers' forward: logits (B, L, vocab) for every position of
+        ``decoder_input_ids`` (B, L), each seeing the image and the positions up to itself."""
+        caches = [WholeSequence() for _ in self.decoder.bert.encoder.layer]
+        return self.decoder(decoder_input_ids, caches, self.cross_kv(self.encode(pixel_values)), last_only=False)
+
+    def set_dropout(self, p: float) -> None:
+        """Set every dropout probability in the model (hidden and attention, encoder and decoder)."""
+        for _, module in self.named_modules():
+            if isinstance(module, Dropout):
+                module.p = float(p)
 
     def encode(self, pixel_values: mx.array) -> mx.array:
         """Pixels (B, H, W, C) -> encoder hidden states (B, tokens, hidden)."""

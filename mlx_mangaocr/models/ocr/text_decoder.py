@@ -6,7 +6,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..layers import ACTIVATIONS, Dense, merge_heads, split_heads
+from ..layers import ACTIVATIONS, Dense, Dropout, attention, merge_heads, split_heads
 from .config import TextConfig
 from .kv_cache import CrossKV, FixedKVCache, KVCache
 
@@ -18,11 +18,12 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, input_ids: mx.array, positions: mx.array) -> mx.array:
         # manga-ocr never passes token types: every token is type 0.
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
-        return self.LayerNorm(x + self.token_type_embeddings.weight[0])
+        return self.dropout(self.LayerNorm(x + self.token_type_embeddings.weight[0]))
 
 
 class SelfAttention(nn.Module):
@@ -36,13 +37,14 @@ class SelfAttention(nn.Module):
         self.query = nn.Linear(h, h)
         self.key = nn.Linear(h, h)
         self.value = nn.Linear(h, h)
+        self.dropout = Dropout(config.attention_probs_dropout_prob)
 
     def project_kv(self, x: mx.array) -> tuple[mx.array, mx.array]:
         return split_heads(self.key(x), self.num_heads), split_heads(self.value(x), self.num_heads)
 
     def attend(self, x: mx.array, keys: mx.array, values: mx.array, mask: mx.array | None) -> mx.array:
         q = split_heads(self.query(x), self.num_heads)
-        return merge_heads(mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale, mask=mask))
+        return merge_heads(attention(q, keys, values, self.scale, mask, self.dropout))
 
 
 class Output(nn.Module):
@@ -52,9 +54,10 @@ class Output(nn.Module):
         super().__init__()
         self.dense = nn.Linear(in_dims, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, x: mx.array, residual: mx.array) -> mx.array:
-        return self.LayerNorm(self.dense(x) + residual)
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
 
 
 class Attention(nn.Module):
