@@ -8,7 +8,9 @@
     mlx-mangaocr clipboard              OCR images copied to the clipboard, copy the text back
     mlx-mangaocr eval DATA...           CER and exact match on labelled crops (JSONL, CSV, Manga109-s, .mokuro)
     mlx-mangaocr synth OUT --count N    generate labelled synthetic crops (manga-ocr's recipe, with Pillow)
+    mlx-mangaocr train --train DATA... --output DIR --steps N   fine-tune the OCR model (resumable, over ranks)
     mlx-mangaocr convert SOURCE         convert a Hugging Face checkpoint to an MLX folder
+    mlx-mangaocr export DIR -o HF_DIR   an MLX model folder back to the Hugging Face layout
     mlx-mangaocr bench ARGS             the benchmark harness (from a checkout)
 
 Every earlier form works as an alias: ``mlx-mangaocr IMAGES...`` is ``read``; ``--pages``,
@@ -31,7 +33,9 @@ COMMANDS = {
     "clipboard": "OCR images copied to the clipboard and copy the text back (as manga-ocr's default)",
     "eval": "character error rate and exact match on labelled crops: JSONL, CSV, Manga109-s, .mokuro, synth output",
     "synth": "generate labelled synthetic crops as manga-ocr made its training data (fonts, corpus, --preview)",
+    "train": "fine-tune the OCR model on labelled crops, as transformers would; resumable, over mlx.launch ranks",
     "convert": "convert a Hugging Face checkpoint (OCR model or detector) to an MLX model folder",
+    "export": "an MLX OCR model folder (converted or fine-tuned) back to the Hugging Face layout manga-ocr loads",
     "bench": "the MLX against PyTorch benchmark harness (from a checkout of the repository)",
 }
 ALIASES = {"--pages": "pages", "--mokuro": "mokuro", "--clipboard": "clipboard", "--watch": "watch"}

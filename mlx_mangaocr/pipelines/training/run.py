@@ -1,0 +1,279 @@
+"""``train``: fine-tune the OCR model on labelled crops, as manga-ocr's training would, resumably.
+
+The loop, per global batch (one optimizer update):
+1. the loader hands this rank its micro-batches (prepared on background threads);
+2. each micro-batch's gradient of (summed token loss / the global batch's tokens) is computed by
+   the compiled step and added up;
+3. the loss and the gradient norm are checked: not finite means the run diverged; it stops there,
+   saves the weights of the last good step, and names the step;
+4. the gradients are summed over the ranks, clipped and applied (compiled);
+5. every ``eval_every`` steps the validation set is read (greedy decoding) and scored through the
+   eval code; the best checkpoint by CER goes to ``best/``; every ``save_every`` steps, and at the
+   end, the resumable state is saved. Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from ...core.atomic_files import write_atomic
+from ...core.errors import MangaOcrError
+from ...core.ranks import Ranks
+from ...loading.ocr import Checkpoint, load_checkpoint, save_checkpoint
+from ...loading.registry import resolve_model
+from ...models.ocr.labels import LabelEncoder
+from ..datasets.open import open_datasets, read_books
+from ..evaluation.run import evaluate
+from ..ocr import MangaOcrProcessor
+from . import output, plot
+from .batches import Labelled, Loader, Order
+from .optimizer import make_optimizer, schedule
+from .settings import TrainSettings
+from .step import Stepper, add
+
+
+class TrainingError(MangaOcrError):
+    """The run cannot go on; the message says why and what was kept."""
+
+
+class TrainCallback:
+    """What a run reports; each method does nothing unless overridden."""
+
+    def on_start(self, start: int, total: int, info: dict) -> None:
+        """Training from step ``start`` to ``total``; ``info`` as the run record has it."""
+
+    def on_step(self, step: int, metrics: dict) -> None:
+        """Update ``step`` (1-based) done."""
+
+    def on_validation(self, step: int, summary: dict) -> None:
+        """Validation after ``step`` updates."""
+
+    def on_message(self, message: str) -> None:
+        """Something the user should read (a bad sample left out, a checkpoint kept)."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float | None
+    best: dict | None
+    output: Path
+    peak_memory: int
+
+
+def train(settings: TrainSettings, callback: TrainCallback | None = None, ranks: Ranks | None = None) -> TrainResult:
+    """Run ``settings``; see the module docstring. Raises ``TrainingError``, ``DataError`` or
+    ``OutputError`` with a message that names the problem."""
+    callback = callback or TrainCallback()
+    settings.check()
+    ranks = ranks or Ranks()
+    if settings.batch_size % (settings.grad_accum * ranks.size):
+        raise TrainingError(f"the global batch of {settings.batch_size} cannot be split into {settings.grad_accum} "
+                            f"micro-batch(es) over {ranks.size} rank(s): make --batch-size a multiple of "
+                            f"{settings.grad_accum * ranks.size}")  # fmt: skip
+    folder = Path(settings.output).expanduser()
+    checkpoint = _trainable(settings.model)
+    model, config = checkpoint.model, checkpoint.config
+    max_length = settings.max_length or config.generation.max_length
+    if max_length > config.decoder.max_position_embeddings:
+        raise TrainingError(f"labels of {max_length} tokens need {max_length} decoder positions; the model has "
+                            f"{config.decoder.max_position_embeddings}")  # fmt: skip
+    books = read_books(settings.books) if settings.books else None
+    train_sets = open_datasets(settings.train, books, settings.skip_bad)
+    val_sets = open_datasets(settings.val, books, settings.skip_bad) if settings.val else []
+    for dataset in train_sets + val_sets:
+        for message in dataset.skipped:
+            callback.on_message(f"left out: {message}")
+    encoder = LabelEncoder(checkpoint.vocab)
+    data = Labelled.make([s for d in train_sets for s in d.samples], encoder, max_length)
+    val_samples = [s for d in val_sets for s in d.samples]
+    try:
+        order = Order([len(ids) for ids in data.labels], settings.batch_size, settings.seed, settings.shuffle)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    total = settings.steps or math.ceil(settings.epochs * order.per_epoch)
+
+    identity = settings.identity()
+    resumable = False
+    if ranks.rank == 0:
+        resumable = output.claim(folder, identity, settings.resume, settings.force)
+    resumable = bool(ranks.gather([int(resumable)])[0][0])
+    info = {
+        "identity": identity,
+        "settings": {k: v for k, v in vars(settings).items()},
+        "ranks": ranks.size,
+        "total_steps": total,
+        "batches_per_epoch": order.per_epoch,
+        "samples": len(data),
+        "truncated_labels": data.truncated,
+        "max_length": max_length,
+        "train": [d.describe() for d in train_sets],
+        "val": [d.describe() for d in val_sets],
+    }
+    if ranks.rank == 0:
+        output.write_record(folder, {**info, "status": "running"})
+
+    model.train()
+    if settings.dropout is not None:
+        model.set_dropout(settings.dropout)
+    if settings.freeze == "encoder":
+        model.encoder.freeze()
+    elif settings.freeze == "decoder":
+        model.decoder.freeze()
+    model.encoder.checkpoint_layers = settings.checkpoint_encoder
+    optimizer = make_optimizer(
+        settings.optimizer, schedule(settings.lr, settings.lr_schedule, settings.warmup, total), settings.weight_decay
+    )
+    optimizer.init(model.trainable_parameters())
+    start, best = 0, None
+    if resumable:
+        state = output.load_state(folder, model, optimizer)
+        start, best = int(state["step"]), state.get("best")
+        if ranks.rank == 0:
+            output.resumed_metrics(folder, start)
+        callback.on_message(f"resumed at step {start} of {total}")
+    stepper = Stepper(model, optimizer, settings.max_grad_norm, ranks.group)
+    loader = Loader(data, order, checkpoint.image_processor, encoder.pad_id, config.generation.decoder_start_token_id,
+                    max_length, settings.grad_accum, ranks.rank, ranks.size, settings.augment, settings.seed,
+                    settings.skip_bad, workers=settings.workers)  # fmt: skip
+    run = _Run(settings, folder, checkpoint, optimizer, ranks, callback, val_samples, best)
+    callback.on_start(start, total, info)
+    loss = None
+    try:
+        step = start
+        while step < total:
+            began = time.perf_counter()
+            micro = loader.micro_batches_of(step)
+            for m in micro:
+                for message in m.bad:
+                    callback.on_message(f"left out at step {step + 1}: {message}")
+            tokens = _sum_over_ranks(sum(m.tokens for m in micro), ranks)
+            if tokens == 0:
+                raise TrainingError(f"step {step + 1}: every sample of the batch is bad; nothing to learn from")
+            grads, loss_share = None, mx.array(0.0)
+            for index, m in enumerate(micro):
+                mx.random.seed(_dropout_seed(settings.seed, step, ranks.rank, index))
+                part, g = stepper.gradients(m.pixels, m.decoder_inputs, m.labels, tokens)
+                grads, loss_share = add(g, grads), loss_share + part
+                mx.eval(grads, loss_share)
+            loss = _sum_over_ranks(loss_share.item(), ranks, floating=True)
+            if not math.isfinite(loss):
+                run.diverged(step, loss)
+            norm = stepper.update(grads)
+            mx.eval(model.parameters(), optimizer.state, norm)
+            step += 1
+            seconds = time.perf_counter() - began
+            metrics = {"step": step, "loss": round(loss, 6), "lr": optimizer.state["learning_rate"].item(),
+                       "grad_norm": round(norm.item(), 6), "epoch": order.epoch_of(step - 1),
+                       "samples_per_second": round(settings.batch_size / seconds, 3)}  # fmt: skip
+            run.log(metrics)
+            callback.on_step(step, metrics)
+            last = step == total
+            if val_samples and ((settings.eval_every and step % settings.eval_every == 0) or last):
+                run.validate(step)
+            if (settings.save_every and step % settings.save_every == 0) or last:
+                run.save(step)
+    finally:
+        loader.close()
+    run.finish(total)
+    return TrainResult(total, loss, run.best, folder, mx.get_peak_memory())
+
+
+def _trainable(source: str) -> Checkpoint:
+    """The model in float32; a quantized model cannot be trained and is refused."""
+    checkpoint = load_checkpoint(resolve_model("ocr", source))
+    if checkpoint.config.quantization:
+        raise TrainingError(f"{checkpoint.source} is quantized ({checkpoint.config.quantization}); training needs "
+                            "float weights: fine-tune the float model and quantize the result")  # fmt: skip
+    if checkpoint.config.dtype != "float32":
+        checkpoint = load_checkpoint(checkpoint.source, dtype="float32")  # trained in float32
+    return checkpoint
+
+
+def _dropout_seed(seed: int, step: int, rank: int, micro_batch: int) -> int:
+    """Dropout's random state for one micro-batch: a function of the run's seed, the step, the
+    rank and the micro-batch, so a resumed run draws what the uninterrupted run drew."""
+    return int(np.random.default_rng([seed, step, rank, micro_batch]).integers(2**62))
+
+
+def _sum_over_ranks(value, ranks: Ranks, floating: bool = False):
+    if ranks.size == 1:
+        return value
+    dtype = mx.float32 if floating else mx.int32
+    total = mx.distributed.all_sum(mx.array(value, dtype=dtype), group=ranks.group, stream=mx.cpu)
+    return total.item()
+
+
+class _Run:
+    """The writes of one run (rank 0 only): metrics, validation, checkpoints, the final model."""
+
+    def __init__(self, settings: TrainSettings, folder: Path, checkpoint: Checkpoint, optimizer, ranks: Ranks,
+                 callback: TrainCallback, val_samples, best: dict | None):  # fmt: skip
+        self.settings, self.folder, self.checkpoint, self.optimizer = settings, folder, checkpoint, optimizer
+        self.ranks, self.callback, self.val_samples, self.best = ranks, callback, val_samples, best
+        self.writer = ranks.rank == 0
+        self.saved_step: int | None = None
+
+    def log(self, metrics: dict) -> None:
+        if self.writer:
+            with open(self.folder / output.METRICS, "a", encoding="utf-8") as f:
+                f.write(json.dumps(metrics) + "\n")
+
+    def validate(self, step: int) -> None:
+        if not self.writer:
+            return
+        model = self.checkpoint.model
+        model.eval()
+        try:
+            processor = MangaOcrProcessor(self.checkpoint)
+            result = evaluate([("val", processor)], self.val_samples, batch_size=self.settings.val_batch_size,
+                              decoding={"num_beams": 1}, skip_bad=self.settings.skip_bad)  # fmt: skip
+        finally:
+            model.train()
+        summary = result.summaries[0]
+        line = {"step": step, "val_cer": summary["cer"], "val_exact_match": summary["exact_match"],
+                "val_samples": summary["samples"]}  # fmt: skip
+        self.log(line)
+        self.callback.on_validation(step, summary)
+        if self.best is None or summary["cer"] < self.best["val_cer"]:
+            self.best = dict(line)
+            output.write_model(self.folder / output.BEST, lambda path: save_checkpoint(self.checkpoint, path))
+
+    def save(self, step: int) -> None:
+        if self.writer:
+            try:
+                output.save_state(self.folder, step, self.checkpoint.model, self.optimizer, {"best": self.best})
+            except OSError as e:
+                kept = f"the state of step {self.saved_step} is kept" if self.saved_step else "no state was saved yet"
+                raise TrainingError(f"cannot save the state of step {step} in {self.folder / output.RESUME}: "
+                                    f"{e.strerror or e}; {kept}") from None  # fmt: skip
+            self.saved_step = step
+        self.ranks.barrier()
+
+    def diverged(self, step: int, loss: float) -> None:
+        """The loss of update ``step + 1`` is not finite: keep the weights of ``step`` and stop."""
+        if step > 0 and self.saved_step != step:
+            self.save(step)
+        kept = f"the state after step {step} is saved (--resume continues from it)" if step else "nothing was saved"
+        raise TrainingError(f"the loss diverged at step {step + 1} (loss {loss}); {kept}. Lower --lr, or add --warmup")
+
+    def finish(self, total: int) -> None:
+        if self.writer:
+            output.write_final(self.folder, lambda path: save_checkpoint(self.checkpoint, path))
+            self.write_plot()
+            record = output.read_record(self.folder) or {}
+            record.update(status="done", steps_done=total, best=self.best, peak_memory_bytes=mx.get_peak_memory())
+            output.write_record(self.folder, {k: v for k, v in record.items() if k != "format"})
+        self.ranks.barrier()
+
+    def write_plot(self) -> None:
+        path = self.folder / output.METRICS
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        write_atomic(self.folder / output.PLOT, plot.render(lines))
