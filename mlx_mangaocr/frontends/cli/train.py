@@ -126,10 +126,6 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         error(str(e))
         return 2
-    problem = common.output_problem(args.output + "/training.json", args.train + args.val, "--output")
-    if problem:
-        error(problem)
-        return 2
     try:
         ranks = Ranks.init()
     except DistributedError as e:

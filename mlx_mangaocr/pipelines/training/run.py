@@ -146,6 +146,7 @@ def train(settings: TrainSettings, callback: TrainCallback | None = None, ranks:
     run = _Run(settings, folder, checkpoint, optimizer, ranks, callback, val_samples, best)
     callback.on_start(start, total, info)
     loss = None
+    pending = None  # a save waits for the next step's loss: a state is kept only once its loss is finite
     try:
         step = start
         while step < total:
@@ -166,6 +167,9 @@ def train(settings: TrainSettings, callback: TrainCallback | None = None, ranks:
             loss = _sum_over_ranks(loss_share.item(), ranks, floating=True)
             if not math.isfinite(loss):
                 run.diverged(step, loss)
+            if pending is not None:
+                run.save(pending)
+                pending = None
             norm = stepper.update(grads)
             mx.eval(model.parameters(), optimizer.state, norm)
             step += 1
@@ -178,8 +182,10 @@ def train(settings: TrainSettings, callback: TrainCallback | None = None, ranks:
             last = step == total
             if val_samples and ((settings.eval_every and step % settings.eval_every == 0) or last):
                 run.validate(step)
-            if (settings.save_every and step % settings.save_every == 0) or last:
+            if last:
                 run.save(step)
+            elif settings.save_every and step % settings.save_every == 0:
+                pending = step
     finally:
         loader.close()
     run.finish(total)
@@ -258,10 +264,10 @@ class _Run:
         self.ranks.barrier()
 
     def diverged(self, step: int, loss: float) -> None:
-        """The loss of update ``step + 1`` is not finite: keep the weights of ``step`` and stop."""
-        if step > 0 and self.saved_step != step:
-            self.save(step)
-        kept = f"the state after step {step} is saved (--resume continues from it)" if step else "nothing was saved"
+        """The loss of update ``step + 1``, computed with the weights of ``step``, is not finite:
+        stop, keeping the last state saved (whose next loss was finite)."""
+        kept = (f"the state after step {self.saved_step} is kept (--resume continues from it)" if self.saved_step
+                else "no state was saved")  # fmt: skip
         raise TrainingError(f"the loss diverged at step {step + 1} (loss {loss}); {kept}. Lower --lr, or add --warmup")
 
     def finish(self, total: int) -> None:
