@@ -79,6 +79,8 @@ class Spec:
     """What to build. ``full`` is the real size (111 M parameters)."""
 
     full: bool = False
+    small: bool = False  # the training benchmark's size: a 4-layer, 256-wide ViT and the 2-layer decoder
+    image_size: int = 224
     tied: bool = False
     weights: str = "safetensors"  # or "bin"
     seed: int = 0
@@ -115,11 +117,14 @@ def _configs(spec: Spec) -> tuple[ViTConfig, BertConfig]:
     if spec.full:
         size = dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072)
         enc_layers = 12
+    elif spec.small:
+        size = dict(hidden_size=256, num_attention_heads=4, intermediate_size=1024)
+        enc_layers = 4
     else:
         size = dict(hidden_size=64, num_attention_heads=4, intermediate_size=128)
         enc_layers = 2
     encoder = ViTConfig(
-        image_size=224,
+        image_size=spec.image_size,
         patch_size=16,
         num_channels=3,
         num_hidden_layers=enc_layers,
@@ -206,7 +211,8 @@ def write_checkpoint(folder: Path, spec: Spec) -> VisionEncoderDecoderModel:
     else:
         torch.save(state, folder / "pytorch_model.bin")
     (folder / "config.json").write_text(json.dumps(config_json(model), indent=2), encoding="utf-8")
-    (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2), encoding="utf-8")
+    preprocessor = {**PREPROCESSOR, "size": spec.image_size}
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2), encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2), encoding="utf-8")
     (folder / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS_MAP, indent=2), encoding="utf-8")
     (folder / "vocab.txt").write_text("".join(t + "\n" for t in vocab_tokens()), encoding="utf-8")

@@ -1,0 +1,307 @@
+"""Training, measured: does it learn, how fast, in how much memory, MLX against PyTorch.
+
+    python -m benchmarks.training --out benchmarks/results/linux-cpu/training
+
+1. **Data.** Short synthetic crops made by ``mlx-mangaocr synth``'s generator (``Synthesizer``)
+   with two restrictions, so that a small model learns in the budget: 1 to 10 characters, drawn
+   from kana and the most frequent kanji of wordfreq's Japanese words (``--kanji``). A training
+   set and a held-out validation set (other seeds).
+2. **Step throughput, MLX against PyTorch,** each in its own process on the same batches: the same
+   configuration, AdamW, clipping, dropout as the config says (0.1 in the decoder), training mode.
+   Samples per second over ``--throughput-steps`` steps after a warm-up step; peak memory (RSS
+   growth over the loaded model; MLX's ``mx.get_peak_memory`` too). For the small configuration
+   at ``--batch-size``, and for the full-size model (manga-ocr-base's shape, 111 M parameters) at
+   ``--full-batch``; and MLX's peak at batch 32, with and without ``--checkpoint-encoder``, the
+   figure a 16 GB Mac needs (``mx.get_peak_memory`` here stands in for Metal's).
+3. **The learning curve.** ``mlx-mangaocr train`` on the training set from random weights (the
+   small configuration: a 4-layer, 256-wide ViT and the 2-layer, 256-wide BERT decoder, manga-ocr's
+   6144-token vocabulary), validating every ``--eval-every`` steps: CER and exact match against
+   steps, and its ``training.png``.
+
+Writes ``training.json`` (every figure) and ``training.md`` (the tables) in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KANA = [chr(c) for c in range(0x3041, 0x3097)] + [chr(c) for c in range(0x30A1, 0x30FB)] + ["ー"]
+PUNCTUATION = list("。、！？…")
+
+
+def charset(kanji: int) -> frozenset[str]:
+    """Kana, a little punctuation and the ``kanji`` most frequent kanji of wordfreq's words."""
+    import wordfreq
+
+    seen: dict[str, None] = {}
+    for word in wordfreq.top_n_list("ja", 50000):
+        for c in word:
+            if "\u4e00" <= c <= "\u9fff" and len(seen) < kanji:
+                seen[c] = None
+    return frozenset(KANA + PUNCTUATION + list(seen))
+
+
+def make_data(folder: Path, count: int, seed: int, kanji: int, workers: int = 2) -> None:
+    """``count`` synth crops of 1-10 characters from ``charset(kanji)`` in ``folder``."""
+    import numpy as np
+
+    from mlx_mangaocr.pipelines.synth import Synthesizer, generate
+    from mlx_mangaocr.pipelines.synth.fonts import FontCharsets
+
+    if (folder / "labels.jsonl").is_file():
+        return
+    synth = Synthesizer(seed=seed)
+    allowed = charset(kanji) & synth.vocab
+    synth.charsets = FontCharsets(frozenset(allowed))
+    synth.source.lengths = np.arange(1, 11)
+    synth.source.length_p = np.full(10, 0.1)
+    synth.settings.update(benchmark={"lengths": "1-10 uniform", "kanji": kanji, "chars": len(allowed)})
+    generate(folder, count, synth, workers=workers)
+
+
+SMALL_IMAGE = 128  # the small configuration reads 128x128 crops: 64 patches, a quarter of 224's work
+
+
+def make_model(folder: Path, full: bool) -> None:
+    """A random-weight checkpoint in the hub's layout: the small configuration or the full size."""
+    from testing.synthetic import Spec, write_checkpoint
+
+    if not (folder / "config.json").is_file():
+        size = 224 if full else SMALL_IMAGE
+        write_checkpoint(folder, Spec(full=full, small=not full, head_scale=1.0, image_size=size))
+
+
+# --- the throughput worker (one side, one process) --------------------------------------------------
+
+
+def _batches(data: Path, batch: int, count: int, limit: int):
+    """``count`` batches of pixels (NHWC) and label ids, the first ``count * batch`` samples in
+    order (the labels from ``LabelEncoder``, equal to the tokenizer's)."""
+    from mlx_mangaocr.loading.ocr import load_checkpoint
+    from mlx_mangaocr.models.ocr.labels import LabelEncoder
+    from mlx_mangaocr.models.ocr.loss import label_array
+    from mlx_mangaocr.pipelines.datasets import open_dataset
+
+    checkpoint = load_checkpoint(limit)
+    encoder = LabelEncoder(checkpoint.vocab)
+    samples = open_dataset(data).samples[: batch * count]
+    out = []
+    for i in range(count):
+        part = samples[i * batch : (i + 1) * batch]
+        pixels = checkpoint.image_processor.batch([s.image() for s in part])
+        out.append((pixels, label_array([encoder.encode(s.text, 300)[0] for s in part], encoder.pad_id)))
+    return out
+
+
+def worker(args) -> dict:
+    from .sides import facts, peak_rss_bytes, rss_bytes
+
+    batches = _batches(Path(args.data), args.batch_size, args.steps + 1, args.model)
+    if args.side == "mlx":
+        import mlx.core as mx
+
+        from mlx_mangaocr.loading.ocr import load_checkpoint
+        from mlx_mangaocr.models.ocr.loss import IGNORE, shift_right
+        from mlx_mangaocr.pipelines.training.optimizer import make_optimizer, schedule
+        from mlx_mangaocr.pipelines.training.step import Stepper
+
+        model = load_checkpoint(args.model).model
+        model.train()
+        model.encoder.checkpoint_layers = args.checkpoint_encoder
+        opt = make_optimizer("adamw", schedule(5e-5, "linear", 0, 1000))
+        opt.init(model.trainable_parameters())
+        stepper = Stepper(model, opt, 1.0)
+        loaded = rss_bytes()
+        mx.reset_peak_memory()
+
+        def step(pixels, labels):
+            tokens = int((labels != IGNORE).sum())
+            _, grads = stepper.gradients(pixels, shift_right(labels, 0, 2), labels, tokens)
+            stepper.update(grads)
+            mx.eval(model.parameters(), opt.state)
+
+        side_facts = facts("mlx")
+    else:
+        import torch
+
+        from testing import torch_training
+
+        model = __import__("transformers").VisionEncoderDecoderModel.from_pretrained(args.model)
+        model.train()
+        params = [p for p in model.parameters()]
+        opt = torch_training.make_optimizer("adamw", params, 5e-5, 0.0)
+        loaded = rss_bytes()
+
+        def step(pixels, labels):
+            opt.zero_grad(set_to_none=True)
+            tokens = int((labels != -100).sum())
+            torch_training.batch_loss(model, pixels, labels, tokens).backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+
+        side_facts = facts("torch", "cpu")
+    step(*batches[0])  # warm-up: traces and compiles, allocates the optimizer state
+    began = time.perf_counter()
+    for pixels, labels in batches[1:]:
+        step(pixels, labels)
+    seconds = time.perf_counter() - began
+    peak = peak_rss_bytes()
+    out = {"facts": side_facts, "batch_size": args.batch_size, "steps": args.steps, "seconds": seconds,
+           "samples_per_s": args.batch_size * args.steps / seconds, "rss_loaded_bytes": loaded,
+           "rss_peak_bytes": peak, "rss_growth_bytes": peak - loaded if loaded else None,
+           "checkpoint_encoder": args.checkpoint_encoder}  # fmt: skip
+    if args.side == "mlx":
+        out["mlx_peak_memory_bytes"] = mx.get_peak_memory()
+    return out
+
+
+# --- the harness ------------------------------------------------------------------------------------
+
+
+def _side(side: str, model: Path, data: Path, batch: int, steps: int, target: Path, resume: bool,
+          checkpoint: bool = False) -> dict:  # fmt: skip
+    if not (resume and target.is_file()):
+        command = [sys.executable, "-m", "benchmarks.training", "worker", side, "--model", str(model), "--data",
+                   str(data), "--batch-size", str(batch), "--steps", str(steps), "--out", str(target)]  # fmt: skip
+        if checkpoint:
+            command.append("--checkpoint-encoder")
+        print("+", " ".join(command), file=sys.stderr, flush=True)
+        subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(target.read_text())
+
+
+def _pair(name: str, model: Path, data: Path, batch: int, steps: int, out: Path, resume: bool) -> dict:
+    mlx = _side("mlx", model, data, batch, steps, out / f"{name}-mlx.json", resume)
+    torch = _side("torch", model, data, batch, steps, out / f"{name}-torch.json", resume)
+    return {"mlx": mlx, "torch": torch, "speed_ratio": mlx["samples_per_s"] / torch["samples_per_s"],
+            "memory_ratio": mlx["rss_growth_bytes"] / torch["rss_growth_bytes"]}  # fmt: skip
+
+
+def _curve(args, out: Path, model: Path, train: Path, val: Path) -> dict:
+    run = out / "run"
+    if not (args.resume and (run / "training.json").is_file()
+            and json.loads((run / "training.json").read_text()).get("status") == "done"):  # fmt: skip
+        command = [sys.executable, "-m", "mlx_mangaocr", "train", "--model", str(model), "--train", str(train),
+                   "--val", str(val), "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr",
+                   str(args.lr), "--warmup", str(args.warmup), "--eval-every", str(args.eval_every),
+                   "--save-every", str(args.eval_every), "--output", str(run), "--no-progress",
+                   *(["--resume"] if (run / "training.json").is_file() else [])]  # fmt: skip
+        print("+", " ".join(command), file=sys.stderr, flush=True)
+        began = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        (out / "curve-seconds.txt").write_text(f"{time.perf_counter() - began:.1f}\n")
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    val_lines = [m for m in lines if "val_cer" in m]
+    steps = [m for m in lines if "loss" in m]
+    return {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup,
+            "validation": val_lines, "first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"],
+            "samples_per_s_median": sorted(m["samples_per_second"] for m in steps)[len(steps) // 2],
+            "seconds": float((out / "curve-seconds.txt").read_text()) if (out / "curve-seconds.txt").is_file()
+            else None, "record": json.loads((run / "training.json").read_text())}  # fmt: skip
+
+
+def _mib(n) -> str:
+    return "-" if n is None else f"{n / 2**20:.0f}"
+
+
+def report(results: dict) -> str:
+    lines = ["# Training benchmark", "", f"Command: `{results['command']}`", "",
+             f"Data: {results['data']}", "",
+             "| configuration | batch | MLX samples/s | PyTorch samples/s | speed ratio | MLX memory (MiB) | "
+             "PyTorch memory (MiB) | memory ratio | MLX peak (mx, MiB) |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, pair in results["throughput"].items():
+        m, t = pair["mlx"], pair["torch"]
+        lines.append(f"| {name} | {m['batch_size']} | {m['samples_per_s']:.2f} | {t['samples_per_s']:.2f} | "
+                     f"{pair['speed_ratio']:.2f}x | {_mib(m['rss_growth_bytes'])} | {_mib(t['rss_growth_bytes'])} | "
+                     f"{pair['memory_ratio']:.2f}x | {_mib(m.get('mlx_peak_memory_bytes'))} |")  # fmt: skip
+    lines += ["", "| full size, MLX only | batch | samples/s | RSS growth (MiB) | mx.get_peak_memory (MiB) |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for name, m in results["memory"].items():
+        lines.append(f"| {name} | {m['batch_size']} | {m['samples_per_s']:.2f} | {_mib(m['rss_growth_bytes'])} | "
+                     f"{_mib(m['mlx_peak_memory_bytes'])} |")  # fmt: skip
+    curve = results["curve"]
+    lines += ["", f"Learning curve: {curve['steps']} steps of {curve['batch_size']}, lr {curve['lr']}, warmup "
+              f"{curve['warmup']}; loss {curve['first_loss']:.3f} -> {curve['last_loss']:.3f}; "
+              f"{curve['samples_per_s_median']:.1f} samples/s (median step, data included); "
+              f"{curve['seconds']:.0f} s in all" if curve["seconds"] else "", "",
+              "| step | validation CER | exact match |", "|---|---|---|"]  # fmt: skip
+    for v in curve["validation"]:
+        lines.append(f"| {v['step']} | {100 * v['val_cer']:.2f}% | {100 * v['val_exact_match']:.2f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        p = argparse.ArgumentParser(prog="python -m benchmarks.training worker")
+        p.add_argument("worker")
+        p.add_argument("side", choices=["mlx", "torch"])
+        p.add_argument("--model", required=True)
+        p.add_argument("--data", required=True)
+        p.add_argument("--batch-size", type=int, required=True)
+        p.add_argument("--steps", type=int, required=True)
+        p.add_argument("--checkpoint-encoder", action="store_true")
+        p.add_argument("--out", required=True)
+        args = p.parse_args()
+        if args.side == "mlx":
+            import mlx_mangaocr  # noqa: F401  (first: it loads OpenBLAS)
+        Path(args.out).write_text(json.dumps(worker(args), indent=1))
+        return
+    p = argparse.ArgumentParser(prog="python -m benchmarks.training")
+    p.add_argument("--out", required=True)
+    p.add_argument("--train-count", type=int, default=10000)
+    p.add_argument("--val-count", type=int, default=300)
+    p.add_argument("--kanji", type=int, default=100)
+    p.add_argument("--steps", type=int, default=1800, help="the learning curve steps (about 30 minutes here)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--throughput-steps", type=int, default=10)
+    p.add_argument("--full-batch", type=int, default=8)
+    p.add_argument("--full-steps", type=int, default=3)
+    p.add_argument("--big-batch", type=int, default=32, help="MLX's full-size peak memory at this batch")
+    p.add_argument("--resume", action="store_true", help="reuse what an interrupted run wrote")
+    args = p.parse_args()
+    import mlx_mangaocr  # noqa: F401
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train, val = out / "train-set", out / "val-set"
+    make_data(train, args.train_count, 1, args.kanji)
+    make_data(val, args.val_count, 2, args.kanji)
+    small, full = out / "model-small", out / "model-full"
+    make_model(small, full=False)
+    make_model(full, full=True)
+    results = {"command": "python -m benchmarks.training " + " ".join(sys.argv[1:]),
+               "data": f"{args.train_count} training and {args.val_count} validation crops of 1-10 characters from "
+                       f"kana and the {args.kanji} most frequent kanji (mlx-mangaocr synth's generator)"}  # fmt: skip
+    results["throughput"] = {
+        "small (4-layer 256 ViT + 2-layer decoder)": _pair(
+            "small", small, train, args.batch_size, args.throughput_steps, out, args.resume
+        ),
+        "full size (manga-ocr-base's shape)": _pair(
+            "full", full, train, args.full_batch, args.full_steps, out, args.resume
+        ),  # fmt: skip
+    }
+    results["memory"] = {
+        f"batch {args.big_batch}": _side("mlx", full, train, args.big_batch, 1, out / "big-mlx.json", args.resume),
+        f"batch {args.big_batch}, --checkpoint-encoder": _side(
+            "mlx", full, train, args.big_batch, 1, out / "big-checkpoint-mlx.json", args.resume, checkpoint=True
+        ),
+    }
+    results["curve"] = _curve(args, out, small, train, val)
+    (out / "training.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    (out / "training.md").write_text(report(results))
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
