@@ -151,27 +151,40 @@ def test_a_run_killed_and_resumed_ends_with_the_same_weights(tiny, tmp_path):
     record("train: killed at step, resumed", f"step {killed_at} of 8, weights equal bit for bit")
 
 
-def test_two_ranks_give_one_process_weights(tiny, tmp_path):
+def _relative_difference(a: dict, b: dict) -> float:
+    return max(float(np.abs(a[k] - b[k]).max()) / (float(np.abs(a[k]).max()) or 1.0) for k in a)
+
+
+def test_two_ranks_give_one_process_weights_and_resume_with_one(tiny, tmp_path):
     """``mlx.launch -n 2``: each rank takes half of every global batch; gradients are summed and
     normalized by the whole batch's tokens, so the weights equal one process's (fp32 sums in
-    another order: within 1e-5 of each tensor's scale, after 3 SGD steps)."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    common = ["--steps", "3", "--batch-size", "4", "--optimizer", "sgd", "--lr", "0.5", "--dropout", "off",
-              "--no-augment", "--no-progress", "--train", str(EXAMPLES), "--model", str(tiny.folder)]  # fmt: skip
-    assert run(*common, "--output", str(one)) == 0
-    command = [str(LAUNCH), "-n", "2", "--backend", "ring", "-p", str(free_ports(2)), "--", sys.executable, "-m",
-               "mlx_mangaocr", "train", *common, "--output", str(two)]  # fmt: skip
-    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    another order: within 1e-5 of each tensor's scale, after SGD steps). Then a 2-rank run killed
+    after its second saved state (rank 0 dies, as an unplugged host) is resumed by one process."""
+    one, two, cut = tmp_path / "one", tmp_path / "two", tmp_path / "cut"
+    common = ["--batch-size", "4", "--optimizer", "sgd", "--lr", "0.5", "--dropout", "off", "--no-augment",
+              "--no-progress", "--train", str(EXAMPLES), "--model", str(tiny.folder)]  # fmt: skip
+
+    def launch(*args: str, fault: str | None = None):
+        command = [str(LAUNCH), "-n", "2", "--backend", "ring", "-p", str(free_ports(2)), "--", sys.executable,
+                   "-m", "mlx_mangaocr", "train", *common, *args]  # fmt: skip
+        env = {**ENV, "MLX_MANGAOCR_TEST_FAULT": fault} if fault else ENV
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    assert run(*common, "--steps", "4", "--output", str(one)) == 0
+    done = launch("--steps", "4", "--output", str(two))
     assert done.returncode == 0, done.stdout + done.stderr
-    a, b = weights(one), weights(two)
-    worst = 0.0
-    for k in a:
-        scale = float(np.abs(a[k]).max()) or 1.0
-        worst = max(worst, float(np.abs(a[k] - b[k]).max()) / scale)
-    assert worst <= 1e-5, worst
-    record("train: 2 ranks vs 1 process, worst relative difference after 3 steps", worst)
-    # and a resume with another rank count continues the same run
     assert json.loads((two / "training.json").read_text())["ranks"] == 2
+    worst = _relative_difference(weights(one), weights(two))
+    assert worst <= 1e-5, worst
+    record("train: 2 ranks vs 1 process, worst relative difference after 4 steps", worst)
+    killed = launch("--steps", "4", "--save-every", "1", "--output", str(cut), fault="0:2")
+    assert killed.returncode != 0
+    assert json.loads((cut / output.RESUME / "state.json").read_text())["step"] == 2
+    assert not (cut / "model.safetensors").exists()
+    assert run(*common, "--steps", "4", "--save-every", "1", "--output", str(cut), "--resume") == 0
+    resumed = _relative_difference(weights(one), weights(cut))
+    assert resumed <= 1e-5, resumed
+    record("train: 2 ranks killed at step 2, resumed by 1 process, relative difference", resumed)
 
 
 def test_another_run_or_a_foreign_folder_is_refused(tiny, tmp_path, capsys):

@@ -88,6 +88,13 @@ GENERATION_ORDER = (
 )
 
 
+def _is_hf_export(folder: Path) -> bool:
+    """Whether ``folder`` is a model folder that an export may replace whole: config.json and
+    model.safetensors, and no training run's state in it."""
+    names = {p.name for p in folder.iterdir()}
+    return {"config.json", "model.safetensors"} <= names and not {"training.json", "resume"} & names
+
+
 def export_hf(source: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write the OCR model ``source`` (a converted MLX folder, an unconverted Hugging Face folder or
     a hub id: anything ``load_checkpoint`` takes) to ``out_dir`` in the Hugging Face layout, and
@@ -112,6 +119,11 @@ def export_hf(source: str | Path, out_dir: str | Path, overwrite: bool = False) 
         raise FileExistsError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (--force) to replace it")
+    if out.is_dir() and any(out.iterdir()) and not _is_hf_export(out):
+        raise FileExistsError(
+            f"{out} is not a Hugging Face model folder (no config.json with model.safetensors, or "
+            "it holds a training run): --force replaces only a model folder; give another name"
+        )
 
     raw_config = _model_config(folder)
     checkpoint = load_checkpoint(folder)

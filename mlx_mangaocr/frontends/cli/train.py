@@ -66,7 +66,8 @@ def build_parser():
                    help="save the resumable state every N steps (default 100; always at the end)")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue the run saved in DIR")
     p.add_argument("--force", action="store_true", help="replace the run in DIR (only a run's own files)")
-    p.add_argument("--books", metavar="FILE", help="Manga109-s: use only these books (one title a line)")
+    p.add_argument("--books", metavar="FILE", help="Manga109-s: train on these books only (one title a line)")
+    p.add_argument("--val-books", metavar="FILE", help="Manga109-s: validate on these books only")
     p.add_argument("--skip-bad", action="store_true", help="leave out bad samples (each is named) instead of stopping")
     p.add_argument("--checkpoint-encoder", action="store_true",
                    help="recompute the encoder's activations in the backward pass: less memory, more time")  # fmt: skip
@@ -118,7 +119,7 @@ def main(argv: list[str]) -> int:
         optimizer=args.optimizer, weight_decay=args.weight_decay, warmup=args.warmup, lr_schedule=args.lr_schedule,
         max_grad_norm=args.max_grad_norm, freeze=args.freeze, augment=args.augment, shuffle=args.shuffle,
         dropout=args.dropout, seed=args.seed, eval_every=args.eval_every, save_every=args.save_every,
-        books=args.books, skip_bad=args.skip_bad, max_length=args.max_length,
+        books=args.books, val_books=args.val_books, skip_bad=args.skip_bad, max_length=args.max_length,
         checkpoint_encoder=args.checkpoint_encoder, workers=args.workers, resume=args.resume, force=args.force,
     )  # fmt: skip
     try:
@@ -147,6 +148,6 @@ def main(argv: list[str]) -> int:
     if ranks.rank == 0:
         best = f"; best validation CER {100 * result.best['val_cer']:.2f}% at step {result.best['step']}" if (
             result.best) else ""  # fmt: skip
-        print(f"done: {result.steps} steps, final loss {result.final_loss:.4f}{best}; model in {result.output}",
-              file=sys.stderr)  # fmt: skip
+        loss = f", final loss {result.final_loss:.4f}" if result.final_loss is not None else ""
+        print(f"done: {result.steps} steps{loss}{best}; model in {result.output}", file=sys.stderr)
     return 0

@@ -37,15 +37,23 @@ class Labelled:
     samples: list[Sample]
     labels: list[list[int]]
     truncated: int  # labels cut at max_length, as manga-ocr's tokenizer call cuts them
+    left_out: list[str]  # labels the tokenizer cannot take (``skip_bad``), named
 
     @classmethod
-    def make(cls, samples: list[Sample], encoder: LabelEncoder, max_length: int) -> Labelled:
-        labels, truncated = [], 0
+    def make(cls, samples: list[Sample], encoder: LabelEncoder, max_length: int, skip_bad: bool = False) -> Labelled:
+        kept, labels, truncated, left_out = [], [], 0, []
         for sample in samples:
-            ids, cut = encoder.encode(sample.text, max_length)
+            try:
+                ids, cut = encoder.encode(sample.text, max_length)
+            except ValueError as e:  # a lone surrogate, a piece MeCab could not take
+                if not skip_bad:
+                    raise DataError(f"{sample.where}: the label cannot be tokenized: {e}", skippable=True) from None
+                left_out.append(f"{sample.where}: the label cannot be tokenized: {e}")
+                continue
+            kept.append(sample)
             labels.append(ids)
             truncated += cut
-        return cls(samples, labels, truncated)
+        return cls(kept, labels, truncated, left_out)
 
     def __len__(self) -> int:
         return len(self.samples)

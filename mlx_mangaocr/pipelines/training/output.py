@@ -48,9 +48,9 @@ def read_record(folder: Path) -> dict | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise OutputError(f"{path} cannot be read ({e}); move it away or pass --force") from None
+        raise OutputError(f"{path} cannot be read ({e}); move it away to use this folder") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT or not isinstance(record.get("identity"), dict):
-        raise OutputError(f"{path} is not a training record of this program; move it away or pass --force")
+        raise OutputError(f"{path} is not a training record of this program; give another folder")
     return record
 
 
@@ -67,15 +67,11 @@ def claim(folder: Path, identity: dict, resume: bool, force: bool) -> bool:
     entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     if not entries:
         return False
-    record = read_record(folder) if not force else None
-    if record is None and not force:
+    record = read_record(folder)
+    if record is None:  # a model folder, an export, anything else: never ours to replace
         raise OutputError(f"{folder} is not empty and holds no training run ({entries[0]}, ...); "
                           "give an empty or new folder")  # fmt: skip
     if force:
-        foreign = [n for n in entries if n not in OURS and not n.startswith(".")]
-        if foreign and not (folder / RECORD).is_file():
-            raise OutputError(f"{folder} holds files that are not a training run's ({foreign[0]}); "
-                              "give an empty or new folder (--force replaces only a run's own files)")  # fmt: skip
         clear(folder)
         return False
     changed = differences(record["identity"], identity)
@@ -98,8 +94,8 @@ def clear(folder: Path) -> None:
     for path in folder.glob(".*.tmp"):
         with contextlib.suppress(OSError):
             path.unlink()
-    for path in folder.glob(f"{BEST}.*"):
-        shutil.rmtree(path, ignore_errors=True)
+    for name in (f"{BEST}.new", f"{BEST}.old", ".final.new"):
+        shutil.rmtree(folder / name, ignore_errors=True)
 
 
 def write_record(folder: Path, record: dict) -> None:

@@ -4,9 +4,9 @@ The loop, per global batch (one optimizer update):
 1. the loader hands this rank its micro-batches (prepared on background threads);
 2. each micro-batch's gradient of (summed token loss / the global batch's tokens) is computed by
    the compiled step and added up;
-3. the loss and the gradient norm are checked: not finite means the run diverged; it stops there,
-   saves the weights of the last good step, and names the step;
-4. the gradients are summed over the ranks, clipped and applied (compiled);
+3. the gradients are summed over the ranks; the loss and the gradients' norm are checked: not
+   finite means the run diverged; it stops there, naming the step, and keeps the last state saved;
+4. the gradients are clipped and applied (compiled);
 5. every ``eval_every`` steps the validation set is read (greedy decoding) and scored through the
    eval code; the best checkpoint by CER goes to ``best/``; every ``save_every`` steps, and at the
    end, the resumable state is saved. Only rank 0 writes.
@@ -28,15 +28,18 @@ from ...core.errors import MangaOcrError
 from ...core.ranks import Ranks
 from ...loading.ocr import Checkpoint, load_checkpoint, save_checkpoint
 from ...loading.registry import resolve_model
+from ...models.layers import Dropout
 from ...models.ocr.labels import LabelEncoder
 from ..datasets.open import open_datasets, read_books
+from ..datasets.samples import DataError
 from ..evaluation.run import evaluate
+from ..jobs import FaultHook
 from ..ocr import MangaOcrProcessor
 from . import output, plot
 from .batches import Labelled, Loader, Order
 from .optimizer import make_optimizer, schedule
 from .settings import TrainSettings
-from .step import Stepper, add
+from .step import Stepper, add, global_norm
 
 
 class TrainingError(MangaOcrError):
@@ -79,32 +82,55 @@ def train(settings: TrainSettings, callback: TrainCallback | None = None, ranks:
                             f"micro-batch(es) over {ranks.size} rank(s): make --batch-size a multiple of "
                             f"{settings.grad_accum * ranks.size}")  # fmt: skip
     folder = Path(settings.output).expanduser()
+    _check_not_inside(settings.model, folder)
     checkpoint = _trainable(settings.model)
     model, config = checkpoint.model, checkpoint.config
     max_length = settings.max_length or config.generation.max_length
     if max_length > config.decoder.max_position_embeddings:
         raise TrainingError(f"labels of {max_length} tokens need {max_length} decoder positions; the model has "
                             f"{config.decoder.max_position_embeddings}")  # fmt: skip
+    if settings.dropout is not None:
+        model.set_dropout(settings.dropout)
+    if settings.checkpoint_encoder and any(m.p > 0 for _, m in model.encoder.named_modules() if isinstance(m, Dropout)):
+        raise TrainingError("--checkpoint-encoder recomputes the encoder in the backward pass, where dropout would "
+                            "draw another mask: use it with an encoder without dropout (--dropout off)")  # fmt: skip
     books = read_books(settings.books) if settings.books else None
+    val_books = read_books(settings.val_books) if settings.val_books else None
     train_sets = open_datasets(settings.train, books, settings.skip_bad)
-    val_sets = open_datasets(settings.val, books, settings.skip_bad) if settings.val else []
+    val_sets = open_datasets(settings.val, val_books, settings.skip_bad) if settings.val else []
     for dataset in train_sets + val_sets:
         for message in dataset.skipped:
             callback.on_message(f"left out: {message}")
     encoder = LabelEncoder(checkpoint.vocab)
-    data = Labelled.make([s for d in train_sets for s in d.samples], encoder, max_length)
+    data = Labelled.make([s for d in train_sets for s in d.samples], encoder, max_length, settings.skip_bad)
+    for message in data.left_out:
+        callback.on_message(f"left out: {message}")
     val_samples = [s for d in val_sets for s in d.samples]
+    if ranks.rank == 0:
+        val_samples = _readable(val_samples, settings.skip_bad, callback)
     try:
         order = Order([len(ids) for ids in data.labels], settings.batch_size, settings.seed, settings.shuffle)
     except ValueError as e:
         raise TrainingError(str(e)) from None
     total = settings.steps or math.ceil(settings.epochs * order.per_epoch)
+    left = len(data) - order.per_epoch * settings.batch_size
+    if left:
+        which = "the last ones in file order, every epoch" if not settings.shuffle else "others each epoch"
+        callback.on_message(f"{left} sample(s) sit out each epoch ({len(data)} is not a multiple of the batch of "
+                            f"{settings.batch_size}; {which})")  # fmt: skip
+    ranks.agree("the training data", json.dumps([[s.id, s.text] for s in data.samples], ensure_ascii=False))
 
     identity = settings.identity()
-    resumable = False
+    resumable, problem = False, ""
     if ranks.rank == 0:
-        resumable = output.claim(folder, identity, settings.resume, settings.force)
-    resumable = bool(ranks.gather([int(resumable)])[0][0])
+        try:
+            resumable = output.claim(folder, identity, settings.resume, settings.force)
+        except output.OutputError as e:
+            problem = str(e)
+    verdict = ranks.gather([int(resumable), int(bool(problem))])[0]
+    if verdict[1]:
+        raise output.OutputError(problem or f"{folder}: refused by rank 0 (its message names why)")
+    resumable = bool(verdict[0])
     info = {
         "identity": identity,
         "settings": {k: v for k, v in vars(settings).items()},
@@ -118,11 +144,13 @@ def train(settings: TrainSettings, callback: TrainCallback | None = None, ranks:
         "val": [d.describe() for d in val_sets],
     }
     if ranks.rank == 0:
-        output.write_record(folder, {**info, "status": "running"})
+        record = output.read_record(folder) if resumable else None
+        output.write_record(folder, {**info, "status": "done" if record and record.get("status") == "done"
+                                     else "running"})  # fmt: skip
+    ranks.barrier()
+    ranks.check_shared([folder])
 
     model.train()
-    if settings.dropout is not None:
-        model.set_dropout(settings.dropout)
     if settings.freeze == "encoder":
         model.encoder.freeze()
     elif settings.freeze == "decoder":
@@ -139,11 +167,20 @@ def train(settings: TrainSettings, callback: TrainCallback | None = None, ranks:
         if ranks.rank == 0:
             output.resumed_metrics(folder, start)
         callback.on_message(f"resumed at step {start} of {total}")
+    elif settings.resume:
+        if ranks.rank == 0:
+            output.resumed_metrics(folder, 0)  # a run killed before its first save: its lines go
+        callback.on_message("no state was saved yet: starting at step 1")
+    run = _Run(settings, folder, checkpoint, optimizer, ranks, callback, val_samples, best)
+    run.saved_step = start or None
+    if start >= total:
+        callback.on_message(f"the run is done ({start} of {total} steps); its model is in {folder}")
+        run.finish(total)
+        return TrainResult(total, None, run.best, folder, mx.get_peak_memory())
     stepper = Stepper(model, optimizer, settings.max_grad_norm, ranks.group)
     loader = Loader(data, order, checkpoint.image_processor, encoder.pad_id, config.generation.decoder_start_token_id,
                     max_length, settings.grad_accum, ranks.rank, ranks.size, settings.augment, settings.seed,
                     settings.skip_bad, workers=settings.workers)  # fmt: skip
-    run = _Run(settings, folder, checkpoint, optimizer, ranks, callback, val_samples, best)
     callback.on_start(start, total, info)
     loss = None
     pending = None  # a save waits for the next step's loss: a state is kept only once its loss is finite
@@ -157,6 +194,8 @@ def train(settings: TrainSettings, callback: TrainCallback | None = None, ranks:
                     callback.on_message(f"left out at step {step + 1}: {message}")
             tokens = _sum_over_ranks(sum(m.tokens for m in micro), ranks)
             if tokens == 0:
+                if pending is not None:
+                    run.save(pending)
                 raise TrainingError(f"step {step + 1}: every sample of the batch is bad; nothing to learn from")
             grads, loss_share = None, mx.array(0.0)
             for index, m in enumerate(micro):
@@ -166,30 +205,61 @@ def train(settings: TrainSettings, callback: TrainCallback | None = None, ranks:
                 mx.eval(grads, loss_share)
             loss = _sum_over_ranks(loss_share.item(), ranks, floating=True)
             if not math.isfinite(loss):
-                run.diverged(step, loss)
+                run.diverged(step, f"loss {loss}")
+            grads = stepper.summed(grads)
+            norm = global_norm(grads).item()
+            if not math.isfinite(norm):
+                run.diverged(step, f"gradient norm {norm}")
             if pending is not None:
                 run.save(pending)
                 pending = None
-            norm = stepper.update(grads)
-            mx.eval(model.parameters(), optimizer.state, norm)
+            stepper.update(grads)
+            mx.eval(model.parameters(), optimizer.state)
             step += 1
             seconds = time.perf_counter() - began
             metrics = {"step": step, "loss": round(loss, 6), "lr": optimizer.state["learning_rate"].item(),
-                       "grad_norm": round(norm.item(), 6), "epoch": order.epoch_of(step - 1),
+                       "grad_norm": round(norm, 6), "epoch": order.epoch_of(step - 1),
                        "samples_per_second": round(settings.batch_size / seconds, 3)}  # fmt: skip
             run.log(metrics)
             callback.on_step(step, metrics)
             last = step == total
-            if val_samples and ((settings.eval_every and step % settings.eval_every == 0) or last):
-                run.validate(step)
             if last:
-                run.save(step)
+                run.save(step)  # before validating: a failed validation loses nothing
             elif settings.save_every and step % settings.save_every == 0:
                 pending = step
+            if val_samples and ((settings.eval_every and step % settings.eval_every == 0) or last):
+                run.validate(step)
     finally:
         loader.close()
     run.finish(total)
     return TrainResult(total, loss, run.best, folder, mx.get_peak_memory())
+
+
+def _check_not_inside(model: str, folder: Path) -> None:
+    """Refuse a run whose output would hold its own source model (the model folder, or one inside it)."""
+    source = Path(model).expanduser()
+    if not source.exists():
+        return
+    source, out = source.resolve(), folder.resolve()
+    if source == out or out in source.parents:
+        raise TrainingError(f"--model {model} is inside --output {folder}: the run would replace the model it "
+                            "starts from; give another --output")  # fmt: skip
+
+
+def _readable(samples: list, skip_bad: bool, callback: TrainCallback) -> list:
+    """The validation samples whose image loads: a bad one stops the run before it starts (or,
+    with ``skip_bad``, is left out and named), never at a validation mid-run."""
+    kept = []
+    for sample in samples:
+        try:
+            sample.image()
+        except DataError as e:
+            if not skip_bad:
+                raise
+            callback.on_message(f"left out of validation: {e}")
+            continue
+        kept.append(sample)
+    return kept
 
 
 def _trainable(source: str) -> Checkpoint:
@@ -226,6 +296,7 @@ class _Run:
         self.ranks, self.callback, self.val_samples, self.best = ranks, callback, val_samples, best
         self.writer = ranks.rank == 0
         self.saved_step: int | None = None
+        self.fault = FaultHook(ranks.rank)  # test-only: MLX_MANGAOCR_TEST_FAULT=RANK:N kills after N saves
 
     def log(self, metrics: dict) -> None:
         if self.writer:
@@ -250,7 +321,16 @@ class _Run:
         self.callback.on_validation(step, summary)
         if self.best is None or summary["cer"] < self.best["val_cer"]:
             self.best = dict(line)
-            output.write_model(self.folder / output.BEST, lambda path: save_checkpoint(self.checkpoint, path))
+            self.write(lambda: output.write_model(self.folder / output.BEST,
+                                                  lambda path: save_checkpoint(self.checkpoint, path)),
+                       f"the best model (step {step}) in {self.folder / output.BEST}")  # fmt: skip
+
+    def write(self, do, what: str) -> None:
+        try:
+            do()
+        except OSError as e:
+            kept = f"the state of step {self.saved_step} is kept" if self.saved_step else "no state was saved yet"
+            raise TrainingError(f"cannot write {what}: {e.strerror or e}; {kept}") from None
 
     def save(self, step: int) -> None:
         if self.writer:
@@ -262,18 +342,20 @@ class _Run:
                                     f"{e.strerror or e}; {kept}") from None  # fmt: skip
             self.saved_step = step
         self.ranks.barrier()
+        self.fault()
 
-    def diverged(self, step: int, loss: float) -> None:
-        """The loss of update ``step + 1``, computed with the weights of ``step``, is not finite:
-        stop, keeping the last state saved (whose next loss was finite)."""
-        kept = (f"the state after step {self.saved_step} is kept (--resume continues from it)" if self.saved_step
-                else "no state was saved")  # fmt: skip
-        raise TrainingError(f"the loss diverged at step {step + 1} (loss {loss}); {kept}. Lower --lr, or add --warmup")
+    def diverged(self, step: int, what: str) -> None:
+        """The loss (or gradient) of update ``step + 1``, computed with the weights of ``step``, is
+        not finite: stop, keeping the last state saved (whose next loss was finite)."""
+        kept = f"the state after step {self.saved_step} is kept" if self.saved_step else "no state was saved"
+        raise TrainingError(f"the loss diverged at step {step + 1} ({what}); {kept}. To try a lower --lr or a "
+                            "--warmup, start over with --force or another --output")  # fmt: skip
 
     def finish(self, total: int) -> None:
         if self.writer:
-            output.write_final(self.folder, lambda path: save_checkpoint(self.checkpoint, path))
-            self.write_plot()
+            self.write(lambda: output.write_final(self.folder, lambda path: save_checkpoint(self.checkpoint, path)),
+                       f"the final model in {self.folder}")  # fmt: skip
+            self.write(self.write_plot, f"{self.folder / output.PLOT}")
             record = output.read_record(self.folder) or {}
             record.update(status="done", steps_done=total, best=self.best, peak_memory_bytes=mx.get_peak_memory())
             output.write_record(self.folder, {k: v for k, v in record.items() if k != "format"})

@@ -13,8 +13,8 @@ from .optimizer import OPTIMIZERS, SCHEDULES
 FREEZE = ("none", "encoder", "decoder")
 # Settings that do not change the weights a run ends with: how often it validates or saves, how
 # the batch is split into micro-batches (the same sums), and what to do with the folder.
-NOT_IDENTITY = {"output", "val", "eval_every", "save_every", "resume", "force", "grad_accum", "checkpoint_encoder",
-                "workers", "val_batch_size"}  # fmt: skip
+NOT_IDENTITY = {"output", "val", "val_books", "eval_every", "save_every", "resume", "force", "grad_accum",
+                "checkpoint_encoder", "workers", "val_batch_size"}  # fmt: skip
 
 
 @dataclass
@@ -40,7 +40,8 @@ class TrainSettings:
     seed: int = 0
     eval_every: int = 0  # 0: validate at the end only
     save_every: int = 100
-    books: str | None = None
+    books: str | None = None  # Manga109-s books of --train
+    val_books: str | None = None  # Manga109-s books of --val
     skip_bad: bool = False
     max_length: int | None = None  # None: the checkpoint's generation max_length (300 for manga-ocr)
     checkpoint_encoder: bool = False

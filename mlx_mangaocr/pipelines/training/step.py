@@ -49,18 +49,25 @@ class Stepper:
             return self._gradients(mx.array(pixels), mx.array(decoder_inputs), mx.array(labels),
                                    mx.array(1.0 / tokens, dtype=mx.float32))  # fmt: skip
 
-    def update(self, grads) -> mx.array:
-        """Sum ``grads`` over the ranks, clip, apply; the gradients' norm before clipping."""
+    def summed(self, grads):
+        """``grads`` summed over the ranks (one process: as they are)."""
         if self.group is not None and self.group.size() > 1:
-            grads = all_sum(grads, self.group)
+            return all_sum(grads, self.group)
+        return grads
+
+    def update(self, grads) -> mx.array:
+        """Clip and apply ``grads`` (already summed over the ranks); the norm before clipping."""
         return self._update(grads)
 
 
+def global_norm(grads) -> mx.array:
+    """The 2-norm of all gradients together."""
+    return mx.sqrt(sum((g.astype(mx.float32).square().sum() for _, g in tree_flatten(grads)), mx.array(0.0)))
+
+
 def clip_grad_norm(grads, max_norm: float):
-    """``torch.nn.utils.clip_grad_norm_``: scale by ``min(1, max_norm / (norm + 1e-6))``, where
-    ``norm`` is the 2-norm of all gradients together."""
-    flat = [g for _, g in tree_flatten(grads)]
-    norm = mx.sqrt(sum((g.astype(mx.float32).square().sum() for g in flat), mx.array(0.0)))
+    """``torch.nn.utils.clip_grad_norm_``: scale by ``min(1, max_norm / (norm + 1e-6))``."""
+    norm = global_norm(grads)
     factor = mx.minimum(max_norm / (norm + 1e-6), 1.0)
     return tree_map(lambda g: g * factor, grads), norm
 
