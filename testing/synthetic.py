@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
 
+from mlx_mangaocr.loading.export import TOKENIZER_CONFIG  # the hub's tokenizer settings, one copy
+
 SHARED = Path(os.environ.get("MANGAOCR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 EXAMPLES = SHARED / "data" / "manga-ocr-examples"
 IMAGES = sorted((EXAMPLES / "images").glob("*.jpg"))
@@ -45,14 +47,6 @@ PREPROCESSOR = {
     "size": 224,
 }
 
-TOKENIZER_CONFIG = {
-    "tokenizer_class": "BertJapaneseTokenizer",
-    "do_lower_case": False,
-    "word_tokenizer_type": "mecab",
-    "subword_tokenizer_type": "character",
-    "mecab_kwargs": {"mecab_dic": "unidic_lite"},
-    "model_max_length": 512,
-}
 
 SPECIAL_TOKENS_MAP = {
     "unk_token": "[UNK]",

@@ -33,6 +33,7 @@ from mlx.utils import tree_flatten
 
 from ..core.errors import ModelLoadError
 from ..core.files import read_json, read_regular
+from ..models.ocr.config import GENERATION_KEYS
 from ..models.ocr.model import HEAD_BIAS, HEAD_DECODER_BIAS, PATCH_CONV
 from .checkpoints import read_weights, resolve_source
 from .ocr import DEFAULT_MODEL, Checkpoint, download, load_checkpoint
@@ -73,19 +74,6 @@ DECODER_DEFAULTS: dict[str, Any] = {
     "use_cache": True,
     "classifier_dropout": None,
 }
-# The generation settings, in the order of manga-ocr-base's config.json; ``None`` (and min_length 0) left out.
-GENERATION_ORDER = (
-    "decoder_start_token_id",
-    "bos_token_id",
-    "eos_token_id",
-    "pad_token_id",
-    "max_length",
-    "min_length",
-    "num_beams",
-    "no_repeat_ngram_size",
-    "length_penalty",
-    "early_stopping",
-)
 
 
 def _is_hf_export(folder: Path) -> bool:
@@ -173,7 +161,7 @@ def generation_settings(checkpoint: Checkpoint) -> dict[str, Any]:
     values = checkpoint.config.generation.to_dict()
     if values.get("min_length") == 0:  # transformers' default: manga-ocr-base does not name it
         values.pop("min_length")
-    return {key: values[key] for key in GENERATION_ORDER if values.get(key) is not None}
+    return {key: values[key] for key in GENERATION_KEYS if values.get(key) is not None}
 
 
 def hf_weights(checkpoint: Checkpoint, pooler: dict[str, mx.array] | None = None) -> dict[str, mx.array]:
