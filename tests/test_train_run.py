@@ -8,6 +8,7 @@ import copy
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -284,8 +285,37 @@ def test_what_a_hostile_user_tries(tiny, tmp_path, capsys):
         assert "the run would replace the model it starts from" in capsys.readouterr().err
     assert all((before[k] == weights(run_dir)[k]).all() for k in before)
     # a finished run resumed: says so, changes nothing
+    files = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
     assert run("--model", str(tiny.folder), *common, "--val", str(EXAMPLES), "--output", str(run_dir), "--resume") == 0
-    assert "the run is done (1 of 1 steps)" in capsys.readouterr().err
+    assert "is done (1 steps); nothing to do" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == files
+    # a run killed during its last validation: --resume validates again, once
+    state_path = run_dir / output.RESUME / "state.json"
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps({**state, "validated": False, "best": None}))
+    record = json.loads((run_dir / output.RECORD).read_text())
+    (run_dir / output.RECORD).write_text(json.dumps({**record, "status": "running"}))
+    shutil.rmtree(run_dir / "best")
+    assert run("--model", str(tiny.folder), *common, "--val", str(EXAMPLES), "--output", str(run_dir), "--resume") == 0
+    assert (run_dir / "best" / "model.safetensors").is_file()
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 1] and "val_cer" in lines[1]
+    assert json.loads((run_dir / output.RECORD).read_text())["status"] == "done"
+    # another run working in the folder holds its lock: a second is refused
+    with output.run_lock(run_dir):
+        assert run("--model", str(tiny.folder), *common, "--output", str(run_dir), "--resume") == 1
+        assert "another run is working on the training output" in capsys.readouterr().err
+    # the data changed under a run: --resume refuses it
+    fewer = tmp_path / "fewer.jsonl"
+    lines = EXAMPLES.read_text(encoding="utf-8").splitlines()[:8]
+    absolute = [line.replace('"image": "', f'"image": "{EXAMPLES.parent}/') for line in lines]
+    fewer.write_text("".join(line + "\n" for line in absolute), encoding="utf-8")
+    assert run("--model", str(tiny.folder), "--train", str(fewer), "--steps", "2", "--batch-size", "4",
+               "--output", str(tmp_path / "d"), "--save-every", "1") == 0  # fmt: skip
+    fewer.write_text("".join(fewer.read_text(encoding="utf-8").splitlines(keepends=True)[:4]), encoding="utf-8")
+    assert run("--model", str(tiny.folder), "--train", str(fewer), "--steps", "2", "--batch-size", "4",
+               "--output", str(tmp_path / "d"), "--save-every", "1", "--resume") == 1  # fmt: skip
+    assert "differs in data" in capsys.readouterr().err
     assert all((before[k] == weights(run_dir)[k]).all() for k in before)
     # an exported model folder is no training run: --force does not replace it
     export = tmp_path / "hf"

@@ -142,6 +142,9 @@ def main(argv: list[str]) -> int:
     except MangaOcrError as e:
         error(str(e))
         return 1
+    except OSError as e:  # a write the run does not wrap: still one line
+        error(f"{e.filename or args.output}: {e.strerror or e}")
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: --resume continues from the last saved step", file=sys.stderr)
         return 130

@@ -25,6 +25,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ...core.atomic_files import temporary_name, write_atomic
 from ...core.errors import MangaOcrError
+from ...core.locks import RunLock
 
 RECORD = "training.json"
 RESUME = "resume"
@@ -32,6 +33,7 @@ BEST = "best"
 METRICS = "metrics.jsonl"
 PLOT = "training.png"
 FORMAT = "mlx-mangaocr-training"
+LOCK = ".training.lock"  # held by the run working in DIR (``run_lock``)
 MODEL_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "vocab.txt",
                "special_tokens_map.json", "tokenizer_config.json", "generation_config.json")  # fmt: skip
 OURS = {RECORD, RESUME, BEST, METRICS, PLOT, *MODEL_FILES}
@@ -64,7 +66,7 @@ def claim(folder: Path, identity: dict, resume: bool, force: bool) -> bool:
     not a training output (even with ``force``: nothing but a run's own files is ever removed)."""
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder} is a file, not a folder")
-    entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    entries = sorted(p.name for p in folder.iterdir() if p.name != LOCK) if folder.is_dir() else []
     if not entries:
         return False
     record = read_record(folder)
@@ -96,6 +98,32 @@ def clear(folder: Path) -> None:
             path.unlink()
     for name in (f"{BEST}.new", f"{BEST}.old", ".final.new"):
         shutil.rmtree(folder / name, ignore_errors=True)
+
+
+def run_lock(folder: Path) -> RunLock:
+    """The lock one run holds on DIR for its whole length (``DIR/.training.lock``, made with DIR)."""
+
+    class _Lock(RunLock):
+        def acquire(self):
+            folder.mkdir(parents=True, exist_ok=True)
+            return super().acquire()
+
+    return _Lock(folder / LOCK, what=f"the training output {folder}")
+
+
+def recover_best(folder: Path) -> None:
+    """Put ``best/`` back where a kill between ``write_model``'s two renames left only ``best.old``."""
+    best, old = folder / BEST, folder / f"{BEST}.old"
+    if not best.exists() and old.is_dir():
+        old.rename(best)
+
+
+def update_state(folder: Path, **extra) -> None:
+    """Rewrite ``resume/state.json`` with ``extra`` changed (same weights files)."""
+    path = folder / RESUME / "state.json"
+    state = json.loads(path.read_text(encoding="utf-8"))
+    state.update(extra)
+    write_atomic(path, json.dumps(state, indent=2))
 
 
 def write_record(folder: Path, record: dict) -> None:
@@ -148,18 +176,21 @@ def load_state(folder: Path, model, optimizer) -> dict:
     return state
 
 
-def resumed_metrics(folder: Path, step: int) -> None:
-    """Drop the metrics lines written after ``step`` (a killed run's last, unsaved steps)."""
+def resumed_metrics(folder: Path, step: int, validated: bool = True) -> None:
+    """Drop the metrics lines written after ``step`` (a killed run's last, unsaved steps), and
+    ``step``'s validation line when its validation was cut short (it is done again)."""
     path = folder / METRICS
     if not path.is_file():
         return
     kept = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line)
+            entry = json.loads(line)
+            at = entry.get("step", 0)
         except (json.JSONDecodeError, AttributeError):
             continue
+        if at < step or (at == step and (validated or "val_cer" not in entry)):
+            kept.append(line)
     write_atomic(path, "".join(line + "\n" for line in kept))
 
 

@@ -14,6 +14,7 @@ The loop, per global batch (one optimizer update):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -25,6 +26,7 @@ import numpy as np
 
 from ...core.atomic_files import write_atomic
 from ...core.errors import MangaOcrError
+from ...core.locks import LockedError
 from ...core.ranks import Ranks
 from ...loading.ocr import Checkpoint, load_checkpoint, save_checkpoint
 from ...loading.registry import resolve_model
@@ -118,19 +120,36 @@ def train(settings: TrainSettings, callback: TrainCallback | None = None, ranks:
         which = "the last ones in file order, every epoch" if not settings.shuffle else "others each epoch"
         callback.on_message(f"{left} sample(s) sit out each epoch ({len(data)} is not a multiple of the batch of "
                             f"{settings.batch_size}; {which})")  # fmt: skip
-    ranks.agree("the training data", json.dumps([[s.id, s.text] for s in data.samples], ensure_ascii=False))
-
-    identity = settings.identity()
-    resumable, problem = False, ""
+    data_list = json.dumps([[s.id, s.text] for s in data.samples], ensure_ascii=False)
+    ranks.agree("the training data", data_list)
+    identity = {**settings.identity(), "data": hashlib.sha256(data_list.encode("utf-8", "surrogatepass")).hexdigest()}
+    lock = output.run_lock(folder)
+    resumable, done, problem = False, False, ""
     if ranks.rank == 0:
         try:
+            lock.acquire()  # one run at a time in DIR, for the whole run
             resumable = output.claim(folder, identity, settings.resume, settings.force)
-        except output.OutputError as e:
+            record = output.read_record(folder) if resumable else None
+            done = bool(record and record.get("status") == "done")
+        except (output.OutputError, LockedError) as e:
             problem = str(e)
-    verdict = ranks.gather([int(resumable), int(bool(problem))])[0]
+        except OSError as e:
+            problem = f"{folder}: {e.strerror or e}"
+    verdict = ranks.gather([int(resumable), int(bool(problem)), int(done)])[0]
     if verdict[1]:
+        lock.release()
         raise output.OutputError(problem or f"{folder}: refused by rank 0 (its message names why)")
-    resumable = bool(verdict[0])
+    resumable, done = bool(verdict[0]), bool(verdict[2])
+    try:
+        return _train(settings, callback, ranks, folder, checkpoint, data, order, total, identity, resumable, done,
+                      encoder, max_length, val_samples, train_sets, val_sets)  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _train(settings, callback, ranks, folder, checkpoint, data, order, total, identity, resumable, done, encoder,
+           max_length, val_samples, train_sets, val_sets) -> TrainResult:  # fmt: skip
+    model, config = checkpoint.model, checkpoint.config
     info = {
         "identity": identity,
         "settings": {k: v for k, v in vars(settings).items()},
@@ -143,10 +162,13 @@ def train(settings: TrainSettings, callback: TrainCallback | None = None, ranks:
         "train": [d.describe() for d in train_sets],
         "val": [d.describe() for d in val_sets],
     }
+    if done:  # a finished run: nothing to do, nothing rewritten
+        callback.on_message(f"the run in {folder} is done ({total} steps); nothing to do")
+        record = output.read_record(folder) or {}
+        return TrainResult(total, None, record.get("best"), folder, 0)
     if ranks.rank == 0:
-        record = output.read_record(folder) if resumable else None
-        output.write_record(folder, {**info, "status": "done" if record and record.get("status") == "done"
-                                     else "running"})  # fmt: skip
+        _or_fail(lambda: output.write_record(folder, {**info, "status": "running"}), f"{folder / output.RECORD}")
+        output.recover_best(folder)
     ranks.barrier()
     ranks.check_shared([folder])
 
@@ -160,22 +182,25 @@ def train(settings: TrainSettings, callback: TrainCallback | None = None, ranks:
         settings.optimizer, schedule(settings.lr, settings.lr_schedule, settings.warmup, total), settings.weight_decay
     )
     optimizer.init(model.trainable_parameters())
-    start, best = 0, None
+    start, best, validated = 0, None, True
     if resumable:
         state = output.load_state(folder, model, optimizer)
-        start, best = int(state["step"]), state.get("best")
+        start, best, validated = int(state["step"]), state.get("best"), state.get("validated", True)
         if ranks.rank == 0:
-            output.resumed_metrics(folder, start)
+            _or_fail(lambda: output.resumed_metrics(folder, start, validated), f"{folder / output.METRICS}")
         callback.on_message(f"resumed at step {start} of {total}")
     elif settings.resume:
-        if ranks.rank == 0:
-            output.resumed_metrics(folder, 0)  # a run killed before its first save: its lines go
+        if ranks.rank == 0:  # a run killed before its first save: its lines go
+            _or_fail(lambda: output.resumed_metrics(folder, 0), f"{folder / output.METRICS}")
         callback.on_message("no state was saved yet: starting at step 1")
     run = _Run(settings, folder, checkpoint, optimizer, ranks, callback, val_samples, best)
     run.saved_step = start or None
-    if start >= total:
-        callback.on_message(f"the run is done ({start} of {total} steps); its model is in {folder}")
+    if start >= total:  # killed after the last step: validate if that was cut short, write the model
+        if val_samples and not validated:
+            run.validate(total)
+            run.mark_validated(total)
         run.finish(total)
+        callback.on_message(f"the run is done ({total} steps); its model is in {folder}")
         return TrainResult(total, None, run.best, folder, mx.get_peak_memory())
     stepper = Stepper(model, optimizer, settings.max_grad_norm, ranks.group)
     loader = Loader(data, order, checkpoint.image_processor, encoder.pad_id, config.generation.decoder_start_token_id,
@@ -223,16 +248,26 @@ def train(settings: TrainSettings, callback: TrainCallback | None = None, ranks:
             run.log(metrics)
             callback.on_step(step, metrics)
             last = step == total
-            if last:
-                run.save(step)  # before validating: a failed validation loses nothing
+            validating = bool(val_samples) and ((settings.eval_every and step % settings.eval_every == 0) or last)
+            if last:  # before validating: a validation cut short is done again by --resume
+                run.save(step, validated=not validating)
             elif settings.save_every and step % settings.save_every == 0:
                 pending = step
-            if val_samples and ((settings.eval_every and step % settings.eval_every == 0) or last):
+            if validating:
                 run.validate(step)
+                if last:
+                    run.mark_validated(step)
     finally:
         loader.close()
     run.finish(total)
     return TrainResult(total, loss, run.best, folder, mx.get_peak_memory())
+
+
+def _or_fail(do, what: str) -> None:
+    try:
+        do()
+    except OSError as e:
+        raise TrainingError(f"cannot write {what}: {e.strerror or e}") from None
 
 
 def _check_not_inside(model: str, folder: Path) -> None:
@@ -300,8 +335,12 @@ class _Run:
 
     def log(self, metrics: dict) -> None:
         if self.writer:
-            with open(self.folder / output.METRICS, "a", encoding="utf-8") as f:
-                f.write(json.dumps(metrics) + "\n")
+
+            def append():
+                with open(self.folder / output.METRICS, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(metrics) + "\n")
+
+            self.write(append, f"{self.folder / output.METRICS}")
 
     def validate(self, step: int) -> None:
         if not self.writer:
@@ -317,13 +356,13 @@ class _Run:
         summary = result.summaries[0]
         line = {"step": step, "val_cer": summary["cer"], "val_exact_match": summary["exact_match"],
                 "val_samples": summary["samples"]}  # fmt: skip
-        self.log(line)
-        self.callback.on_validation(step, summary)
         if self.best is None or summary["cer"] < self.best["val_cer"]:
-            self.best = dict(line)
             self.write(lambda: output.write_model(self.folder / output.BEST,
                                                   lambda path: save_checkpoint(self.checkpoint, path)),
                        f"the best model (step {step}) in {self.folder / output.BEST}")  # fmt: skip
+            self.best = dict(line)
+        self.log(line)
+        self.callback.on_validation(step, summary)
 
     def write(self, do, what: str) -> None:
         try:
@@ -332,10 +371,17 @@ class _Run:
             kept = f"the state of step {self.saved_step} is kept" if self.saved_step else "no state was saved yet"
             raise TrainingError(f"cannot write {what}: {e.strerror or e}; {kept}") from None
 
-    def save(self, step: int) -> None:
+    def mark_validated(self, step: int) -> None:
+        """The last step's validation is done: the state records it, with the best so far."""
+        if self.writer:
+            self.write(lambda: output.update_state(self.folder, best=self.best, validated=True),
+                       f"{self.folder / output.RESUME / 'state.json'}")  # fmt: skip
+
+    def save(self, step: int, validated: bool = True) -> None:
         if self.writer:
             try:
-                output.save_state(self.folder, step, self.checkpoint.model, self.optimizer, {"best": self.best})
+                extra = {"best": self.best, "validated": validated}
+                output.save_state(self.folder, step, self.checkpoint.model, self.optimizer, extra)
             except OSError as e:
                 kept = f"the state of step {self.saved_step} is kept" if self.saved_step else "no state was saved yet"
                 raise TrainingError(f"cannot save the state of step {step} in {self.folder / output.RESUME}: "
@@ -349,7 +395,8 @@ class _Run:
         not finite: stop, keeping the last state saved (whose next loss was finite)."""
         kept = f"the state after step {self.saved_step} is kept" if self.saved_step else "no state was saved"
         raise TrainingError(f"the loss diverged at step {step + 1} ({what}); {kept}. To try a lower --lr or a "
-                            "--warmup, start over with --force or another --output")  # fmt: skip
+                            "--warmup, use another --output (--force would start over, replacing this run's "
+                            "files)")  # fmt: skip
 
     def finish(self, total: int) -> None:
         if self.writer:
@@ -358,7 +405,8 @@ class _Run:
             self.write(self.write_plot, f"{self.folder / output.PLOT}")
             record = output.read_record(self.folder) or {}
             record.update(status="done", steps_done=total, best=self.best, peak_memory_bytes=mx.get_peak_memory())
-            output.write_record(self.folder, {k: v for k, v in record.items() if k != "format"})
+            self.write(lambda: output.write_record(self.folder, {k: v for k, v in record.items() if k != "format"}),
+                       f"{self.folder / output.RECORD}")  # fmt: skip
         self.ranks.barrier()
 
     def write_plot(self) -> None:
