@@ -3,9 +3,10 @@
     python -m benchmarks.training --out benchmarks/results/linux-cpu/training
 
 1. **Data.** Short synthetic crops made by ``mlx-mangaocr synth``'s generator (``Synthesizer``)
-   with two restrictions, so that a small model learns in the budget: 1 to 10 characters, drawn
-   from kana and the most frequent kanji of wordfreq's Japanese words (``--kanji``). A training
-   set and a held-out validation set (other seeds).
+   with two restrictions, so that a small model learns in the budget: lengths drawn from 1 to 10
+   characters (a text ends at the first word boundary at or past its length, so a few run longer;
+   the report gives the measured lengths), from kana and the most frequent kanji of wordfreq's
+   Japanese words (``--kanji``). A training set and a held-out validation set (other seeds).
 2. **Step throughput, MLX against PyTorch,** each in its own process on the same batches: the same
    configuration, AdamW, clipping, dropout as the config says (0.1 in the decoder), training mode.
    Samples per second over ``--throughput-steps`` steps after a warm-up step; peak memory (RSS
@@ -48,8 +49,8 @@ def charset(kanji: int) -> frozenset[str]:
     return frozenset(KANA + PUNCTUATION + list(seen))
 
 
-def make_data(folder: Path, count: int, seed: int, kanji: int, workers: int = 2) -> None:
-    """``count`` synth crops of 1-10 characters from ``charset(kanji)`` in ``folder``."""
+def make_data(folder: Path, count: int, seed: int, kanji: int, max_chars: int = 10, workers: int = 2) -> None:
+    """``count`` synth crops with lengths drawn from 1-``max_chars`` characters of ``charset(kanji)``."""
     import numpy as np
 
     from mlx_mangaocr.pipelines.synth import Synthesizer, generate
@@ -60,9 +61,9 @@ def make_data(folder: Path, count: int, seed: int, kanji: int, workers: int = 2)
     synth = Synthesizer(seed=seed)
     allowed = charset(kanji) & synth.vocab
     synth.charsets = FontCharsets(frozenset(allowed))
-    synth.source.lengths = np.arange(1, 11)
-    synth.source.length_p = np.full(10, 0.1)
-    synth.settings.update(benchmark={"lengths": "1-10 uniform", "kanji": kanji, "chars": len(allowed)})
+    synth.source.lengths = np.arange(1, max_chars + 1)
+    synth.source.length_p = np.full(max_chars, 1 / max_chars)
+    synth.settings.update(benchmark={"lengths": f"1-{max_chars} uniform", "kanji": kanji, "chars": len(allowed)})
     generate(folder, count, synth, workers=workers)
 
 
@@ -192,6 +193,7 @@ def _curve(args, out: Path, model: Path, train: Path, val: Path) -> dict:
                    "--val", str(val), "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr",
                    str(args.lr), "--warmup", str(args.warmup), "--eval-every", str(args.eval_every),
                    "--save-every", str(args.eval_every), "--output", str(run), "--no-progress",
+                   *args.curve_options.split(),
                    *(["--resume"] if (run / "training.json").is_file() else [])]  # fmt: skip
         print("+", " ".join(command), file=sys.stderr, flush=True)
         began = time.perf_counter()
@@ -201,6 +203,7 @@ def _curve(args, out: Path, model: Path, train: Path, val: Path) -> dict:
     val_lines = [m for m in lines if "val_cer" in m]
     steps = [m for m in lines if "loss" in m]
     return {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup,
+            "options": args.curve_options,
             "validation": val_lines, "first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"],
             "samples_per_s_median": sorted(m["samples_per_second"] for m in steps)[len(steps) // 2],
             "seconds": float((out / "curve-seconds.txt").read_text()) if (out / "curve-seconds.txt").is_file()
@@ -229,7 +232,7 @@ def report(results: dict) -> str:
                      f"{_mib(m['mlx_peak_memory_bytes'])} |")  # fmt: skip
     curve = results["curve"]
     lines += ["", f"Learning curve: {curve['steps']} steps of {curve['batch_size']}, lr {curve['lr']}, warmup "
-              f"{curve['warmup']}; loss {curve['first_loss']:.3f} -> {curve['last_loss']:.3f}; "
+              f"{curve['warmup']} {curve['options']}; loss {curve['first_loss']:.3f} -> {curve['last_loss']:.3f}; "
               f"{curve['samples_per_s_median']:.1f} samples/s (median step, data included); "
               f"{curve['seconds']:.0f} s in all" if curve["seconds"] else "", "",
               "| step | validation CER | exact match |", "|---|---|---|"]  # fmt: skip
@@ -259,6 +262,8 @@ def main() -> None:
     p.add_argument("--train-count", type=int, default=10000)
     p.add_argument("--val-count", type=int, default=300)
     p.add_argument("--kanji", type=int, default=100)
+    p.add_argument("--max-chars", type=int, default=10, help="text lengths drawn from 1 to this")
+    p.add_argument("--curve-options", default="", help="more options for the learning curve's train command")
     p.add_argument("--steps", type=int, default=1800, help="the learning curve steps (about 30 minutes here)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -268,6 +273,12 @@ def main() -> None:
     p.add_argument("--full-batch", type=int, default=8)
     p.add_argument("--full-steps", type=int, default=3)
     p.add_argument("--big-batch", type=int, default=32, help="MLX's full-size peak memory at this batch")
+    p.add_argument(
+        "--full",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the full-size figures (--no-full: the small configuration only, as the test runs it)",
+    )
     p.add_argument("--resume", action="store_true", help="reuse what an interrupted run wrote")
     args = p.parse_args()
     import mlx_mangaocr  # noqa: F401
@@ -275,14 +286,20 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     train, val = out / "train-set", out / "val-set"
-    make_data(train, args.train_count, 1, args.kanji)
-    make_data(val, args.val_count, 2, args.kanji)
+    make_data(train, args.train_count, 1, args.kanji, args.max_chars)
+    make_data(val, args.val_count, 2, args.kanji, args.max_chars)
     small, full = out / "model-small", out / "model-full"
     make_model(small, full=False)
-    make_model(full, full=True)
-    results = {"command": "python -m benchmarks.training " + " ".join(sys.argv[1:]),
-               "data": f"{args.train_count} training and {args.val_count} validation crops of 1-10 characters from "
-                       f"kana and the {args.kanji} most frequent kanji (mlx-mangaocr synth's generator)"}  # fmt: skip
+    if args.full:
+        make_model(full, full=True)
+    lengths = [len(json.loads(line)["text"]) for line in (train / "labels.jsonl").read_text().splitlines()]
+    longer = sum(n > args.max_chars for n in lengths) / len(lengths)
+    mean = sum(lengths) / len(lengths)
+    data = (f"{args.train_count} training and {args.val_count} validation crops from kana and the {args.kanji} most "
+            f"frequent kanji (mlx-mangaocr synth's generator), lengths drawn from 1-{args.max_chars} characters "
+            f"(mean {mean:.1f}; {100 * longer:.1f}% end past {args.max_chars} at a word boundary, at most "
+            f"{max(lengths)})")  # fmt: skip
+    results = {"command": "python -m benchmarks.training " + " ".join(sys.argv[1:]), "data": data}
     results["throughput"] = {
         "small (4-layer 256 ViT + 2-layer decoder)": _pair(
             "small", small, train, args.batch_size, args.throughput_steps, out, args.resume

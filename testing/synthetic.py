@@ -75,6 +75,8 @@ class Spec:
     full: bool = False
     small: bool = False  # the training benchmark's size: a 4-layer, 256-wide ViT and the 2-layer decoder
     image_size: int = 224
+    patch_size: int = 16
+    hidden: int | None = None  # with small: another width (heads of 64, an MLP of 4x)
     tied: bool = False
     weights: str = "safetensors"  # or "bin"
     seed: int = 0
@@ -112,14 +114,15 @@ def _configs(spec: Spec) -> tuple[ViTConfig, BertConfig]:
         size = dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072)
         enc_layers = 12
     elif spec.small:
-        size = dict(hidden_size=256, num_attention_heads=4, intermediate_size=1024)
+        hidden = spec.hidden or 256
+        size = dict(hidden_size=hidden, num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden)
         enc_layers = 4
     else:
         size = dict(hidden_size=64, num_attention_heads=4, intermediate_size=128)
         enc_layers = 2
     encoder = ViTConfig(
         image_size=spec.image_size,
-        patch_size=16,
+        patch_size=spec.patch_size,
         num_channels=3,
         num_hidden_layers=enc_layers,
         qkv_bias=True,

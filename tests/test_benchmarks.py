@@ -244,3 +244,26 @@ def test_detector_ops_breaks_a_decoder_layer_down(small_detector):
     assert len(result["seconds"]) == 11 and all(s > 0 for s in result["seconds"].values())
     assert result["gather"]["rows"] > 0 and result["gather"]["numpy_take_s"] > 0
     assert result["exp_720k"]["one_stream_s"] > 0 and result["exp_720k"]["two_streams_s"] > 0
+
+
+def test_training_benchmark_runs_and_reports(tmp_path):
+    """The training benchmark at a toy size (the small configuration only): data of 1-10
+    characters from the restricted set, both sides' step throughput, the learning curve's
+    validations, the report."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "training"
+    command = [sys.executable, "-m", "benchmarks.training", "--out", str(out), "--no-full", "--train-count", "24",
+               "--val-count", "6", "--steps", "4", "--eval-every", "2", "--batch-size", "4", "--throughput-steps",
+               "1", "--warmup", "1"]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    results = json.loads((out / "training.json").read_text(encoding="utf-8"))
+    (pair,) = results["throughput"].values()
+    assert pair["mlx"]["samples_per_s"] > 0 and pair["torch"]["samples_per_s"] > 0
+    assert pair["speed_ratio"] == pair["mlx"]["samples_per_s"] / pair["torch"]["samples_per_s"]
+    assert [v["step"] for v in results["curve"]["validation"]] == [2, 4]
+    texts = [json.loads(line)["text"] for line in (out / "train-set" / "labels.jsonl").read_text().splitlines()]
+    assert all(1 <= len(t) for t in texts) and sum(len(t) <= 10 for t in texts) >= 0.8 * len(texts)
+    assert "| step | validation CER | exact match |" in (out / "training.md").read_text(encoding="utf-8")
+    assert (out / "run" / "training.png").is_file()
