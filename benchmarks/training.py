@@ -301,19 +301,22 @@ def main() -> None:
             f"{max(lengths)})")  # fmt: skip
     results = {"command": "python -m benchmarks.training " + " ".join(sys.argv[1:]), "data": data}
     results["throughput"] = {
-        "small (4-layer 256 ViT + 2-layer decoder)": _pair(
+        f"small ({SMALL_IMAGE}x{SMALL_IMAGE}, 4-layer 256-wide ViT + 2-layer decoder)": _pair(
             "small", small, train, args.batch_size, args.throughput_steps, out, args.resume
         ),
-        "full size (manga-ocr-base's shape)": _pair(
+    }
+    results["memory"] = {}
+    if args.full:
+        results["throughput"]["full size (manga-ocr-base's shape, 224x224)"] = _pair(
             "full", full, train, args.full_batch, args.full_steps, out, args.resume
-        ),  # fmt: skip
-    }
-    results["memory"] = {
-        f"batch {args.big_batch}": _side("mlx", full, train, args.big_batch, 1, out / "big-mlx.json", args.resume),
-        f"batch {args.big_batch}, --checkpoint-encoder": _side(
-            "mlx", full, train, args.big_batch, 1, out / "big-checkpoint-mlx.json", args.resume, checkpoint=True
-        ),
-    }
+        )
+        big = args.big_batch
+        results["memory"] = {
+            f"batch {big}": _side("mlx", full, train, big, 1, out / "big-mlx.json", args.resume),
+            f"batch {big}, --checkpoint-encoder": _side(
+                "mlx", full, train, big, 1, out / "big-checkpoint-mlx.json", args.resume, checkpoint=True
+            ),
+        }
     results["curve"] = _curve(args, out, small, train, val)
     (out / "training.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     (out / "training.md").write_text(report(results))
