@@ -19,6 +19,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
+from oracle import record
+from test_distributed import LAUNCH, free_ports
+from test_training import assert_updates_close, our_names
 from transformers import BertJapaneseTokenizer
 
 from mlx_mangaocr.frontends.cli import main as cli
@@ -30,9 +33,6 @@ from mlx_mangaocr.pipelines.ocr import load_ocr
 from mlx_mangaocr.pipelines.training import TrainingError, TrainSettings, output, train
 from testing import torch_training
 from testing.synthetic import load_oracle
-from tests.oracle import record
-from tests.test_distributed import LAUNCH, free_ports
-from tests.test_training import assert_updates_close, our_names
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples" / "labels.jsonl"
 ENV = {**os.environ, "PYTHONPATH": os.getcwd()}
