@@ -21,11 +21,23 @@ def temporary_name(path: Path) -> Path:
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8, or bytes) to ``path`` through a temporary file in the same
     folder, synced, and a rename. On any failure the temporary file is removed and the error raised."""
-    tmp = temporary_name(path)
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
+
+    write_atomic_with(path, write)
+
+
+def write_atomic_with(path: Path, write, suffix: str = "") -> None:
+    """``write(tmp)`` makes the file at a temporary path (ending in ``suffix``, for writers that add
+    one), which is then synced and renamed to ``path``; on any failure it is removed and the error
+    raised."""
+    tmp = temporary_name(path)
+    tmp = tmp.with_name(tmp.name + suffix)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -23,7 +23,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ...core.atomic_files import temporary_name, write_atomic
+from ...core.atomic_files import write_atomic, write_atomic_with
 from ...core.errors import MangaOcrError
 from ...core.locks import RunLock
 
@@ -133,16 +133,7 @@ def write_record(folder: Path, record: dict) -> None:
 
 def save_arrays(path: Path, arrays: dict[str, mx.array]) -> None:
     """``arrays`` to a safetensors file at ``path``, through a synced temporary file and a rename."""
-    tmp = temporary_name(path).with_suffix(".safetensors")
-    try:
-        mx.save_safetensors(str(tmp), arrays)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise
+    write_atomic_with(path, lambda tmp: mx.save_safetensors(str(tmp), arrays), suffix=".safetensors")
 
 
 def save_state(folder: Path, step: int, model, optimizer, extra: dict) -> None:
