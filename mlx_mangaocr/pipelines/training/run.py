@@ -152,7 +152,7 @@ def _train(settings, callback, ranks, folder, checkpoint, data, order, total, id
     model, config = checkpoint.model, checkpoint.config
     info = {
         "identity": identity,
-        "settings": {k: v for k, v in vars(settings).items()},
+        "settings": dict(vars(settings)),
         "ranks": ranks.size,
         "total_steps": total,
         "batches_per_epoch": order.per_epoch,
@@ -232,13 +232,14 @@ def _train(settings, callback, ranks, folder, checkpoint, data, order, total, id
             if not math.isfinite(loss):
                 run.diverged(step, f"loss {loss}")
             grads = stepper.summed(grads)
-            norm = global_norm(grads).item()
+            norm_array = global_norm(grads)
+            norm = norm_array.item()
             if not math.isfinite(norm):
                 run.diverged(step, f"gradient norm {norm}")
             if pending is not None:
                 run.save(pending)
                 pending = None
-            stepper.update(grads)
+            stepper.update(grads, norm_array)  # the norm computed once, for the check and the clipping
             mx.eval(model.parameters(), optimizer.state)
             step += 1
             seconds = time.perf_counter() - began

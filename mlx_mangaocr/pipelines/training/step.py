@@ -33,12 +33,10 @@ class Stepper:
             loss, grads = value_and_grad(model, pixels, decoder_inputs, labels)
             return loss * scale, tree_map(lambda g: g * scale, grads)
 
-        def update(grads):
-            norm = mx.array(0.0)
+        def update(grads, norm):
             if max_grad_norm > 0:
-                grads, norm = clip_grad_norm(grads, max_grad_norm)
+                grads = clip_grad_norm(grads, norm, max_grad_norm)
             optimizer.update(model, grads)
-            return norm
 
         wrap = (lambda f: mx.compile(f, inputs=self.state, outputs=self.state)) if compiled else (lambda f: f)
         self._gradients, self._update = wrap(gradients), wrap(update)
@@ -55,9 +53,10 @@ class Stepper:
             return all_sum(grads, self.group)
         return grads
 
-    def update(self, grads) -> mx.array:
-        """Clip and apply ``grads`` (already summed over the ranks); the norm before clipping."""
-        return self._update(grads)
+    def update(self, grads, norm: mx.array | None = None) -> None:
+        """Clip and apply ``grads`` (already summed over the ranks); ``norm``, their global norm,
+        when the caller has it already (``global_norm``)."""
+        self._update(grads, global_norm(grads) if norm is None else norm)
 
 
 def global_norm(grads) -> mx.array:
@@ -65,11 +64,11 @@ def global_norm(grads) -> mx.array:
     return mx.sqrt(sum((g.astype(mx.float32).square().sum() for _, g in tree_flatten(grads)), mx.array(0.0)))
 
 
-def clip_grad_norm(grads, max_norm: float):
-    """``torch.nn.utils.clip_grad_norm_``: scale by ``min(1, max_norm / (norm + 1e-6))``."""
-    norm = global_norm(grads)
+def clip_grad_norm(grads, norm: mx.array, max_norm: float):
+    """``torch.nn.utils.clip_grad_norm_``: scale by ``min(1, max_norm / (norm + 1e-6))``, where
+    ``norm`` is the gradients' ``global_norm``."""
     factor = mx.minimum(max_norm / (norm + 1e-6), 1.0)
-    return tree_map(lambda g: g * factor, grads), norm
+    return tree_map(lambda g: g * factor, grads)
 
 
 def all_sum(grads, group) -> dict:
