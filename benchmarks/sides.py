@@ -41,8 +41,16 @@ def rss_bytes() -> int | None:
 
 
 def peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
+    """This process's peak resident set size. On Linux, the address space's own high-water mark
+    (``VmHWM``), not ``getrusage``: a worker is spawned by the harness (``vfork`` and ``exec``), and
+    its ``ru_maxrss`` keeps the harness's RSS at that moment, which hides any smaller peak of the
+    worker's own."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return 1024 * int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    except (OSError, StopIteration, IndexError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
 
 
 def facts(side: str, device: str | None = None) -> dict:

@@ -267,3 +267,18 @@ def test_training_benchmark_runs_and_reports(tmp_path):
     assert all(1 <= len(t) for t in texts) and sum(len(t) <= 10 for t in texts) >= 0.8 * len(texts)
     assert "| step | validation CER | exact match |" in (out / "training.md").read_text(encoding="utf-8")
     assert (out / "run" / "training.png").is_file()
+
+
+def test_a_workers_peak_memory_is_its_own_not_the_harness_s():
+    """A worker's peak RSS is its own: ``getrusage``'s ``ru_maxrss`` in a process the harness
+    spawned keeps the harness's RSS at the spawn (here 800 MiB more than the worker ever holds)."""
+    import subprocess
+
+    from benchmarks.sides import rss_bytes
+
+    held = np.ones(800 * 2**20 // 8)  # the harness holds 800 MiB (written, so resident)
+    code = "from benchmarks.sides import peak_rss_bytes, rss_bytes; print(peak_rss_bytes(), rss_bytes())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    peak, now = int(out[0]), int(out[1])
+    assert now <= peak < rss_bytes() - 700 * 2**20, (peak, now, rss_bytes())
+    del held
