@@ -223,3 +223,34 @@ def test_hostile_data_gets_one_message_each(tmp_path):
     data = open_dataset(root, skip_bad=True)
     assert data.books == ["A"] and "'/etc/x' is not a plain name" in data.skipped[1]
     assert "the title 'A' is listed twice" in data.skipped[2]
+
+
+def test_threads_load_the_pages_of_crops_at_once():
+    """Each thread keeps its own last page: two threads reading crops of two pages load them at
+    the same time (a shared cache under one lock let one load at a time: this barrier would time
+    out), and a thread reading one page's boxes in turn loads it once."""
+    import threading
+
+    from mlx_mangaocr.pipelines.datasets.samples import PageCache
+
+    cache, barrier, loads, errors = PageCache(), threading.Barrier(2, timeout=10), [], []
+
+    def load(key):
+        loads.append(key)
+        barrier.wait()  # both loads must be under way together
+        return Image.new("L", (4, 4), key)
+
+    def read(key):
+        try:
+            for _ in range(3):  # three boxes of the page
+                assert cache.get(key, lambda: load(key)).getpixel((0, 0)) == key
+        except Exception as e:  # noqa: BLE001 - reported below: a thread's error is not the test's
+            errors.append(e)
+
+    threads = [threading.Thread(target=read, args=(k,)) for k in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(loads) == [1, 2]

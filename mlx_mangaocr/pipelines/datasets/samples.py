@@ -1,8 +1,8 @@
 """A labelled crop (``Sample``), a source of them (``Dataset``), and what bad data does (``Problems``).
 
 Labels sit in memory, so training can bucket by length; images are read only when asked for, so
-a set of 100k crops does not. Crops cut from pages share one loaded page at a time (``PageCache``):
-a source lists the boxes of a page together.
+a set of 100k crops does not. Crops cut from pages share the last page loaded (``PageCache``, one a
+thread): a source lists the boxes of a page together.
 """
 
 from __future__ import annotations
@@ -99,23 +99,25 @@ class Problems:
         self.found.append(message)
 
 
+_NOTHING = object()
+
+
 class PageCache:
-    """The last page loaded, by key: the boxes of one page load it once."""
+    """The last page loaded, by key, one for each thread: the boxes of one page, read in turn,
+    load it once, and threads that read crops of other pages (training's image workers, in a
+    shuffled order) load them at once rather than one after another."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._key: object = None
-        self._page: Image.Image | None = None
-        self._error: DataError | None = None
+        self._local = threading.local()
 
     def get(self, key, load: Callable[[], Image.Image]) -> Image.Image:
-        with self._lock:
-            if self._key != key:
-                self._page, self._key, self._error = None, key, None
-                try:
-                    self._page = load()
-                except DataError as e:  # every box of a bad page fails alike, without reading it again
-                    self._error = e
-            if self._error is not None:
-                raise self._error
-            return self._page
+        last = self._local
+        if getattr(last, "key", _NOTHING) != key:
+            last.page, last.key, last.error = None, key, None
+            try:
+                last.page = load()
+            except DataError as e:  # every box of a bad page fails alike, without reading it again
+                last.error = e
+        if last.error is not None:
+            raise last.error
+        return last.page
