@@ -94,6 +94,26 @@ def test_records_images_and_labels(made):
     assert 16 <= sum(r["vertical"] for r in records) <= 38
 
 
+def test_plain_is_black_text_on_white(tmp_path, capsys):
+    """``--plain``: no bubble, outline, shadow, background or furigana; the text is the only ink
+    (the margins are white) and the label is what is drawn."""
+    from mlx_mangaocr.frontends.cli import main as cli
+
+    out = tmp_path / "plain"
+    assert cli(["synth", str(out), "--count", "12", "--seed", "5", "--plain", "--no-progress"]) == 0
+    records = [json.loads(x) for x in (out / "labels.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert json.loads((out / "synth.json").read_text())["plain"] is True
+    for r in records:
+        assert (r["bubble"], r["outline"], r["shadow"], r["inverted"], r["furigana"]) == (None, 0, 0, False, [])
+        pixels = np.asarray(Image.open(out / r["image"]).convert("L"))
+        assert (pixels[:2] == 255).all() and (pixels[-2:] == 255).all(), r["image"]  # white margins
+        assert (pixels[:, :2] == 255).all() and (pixels[:, -2:] == 255).all(), r["image"]
+        assert pixels.min() < 64, r["image"]  # dark text
+        assert r["text"] == "".join(r["lines"])
+    assert cli(["synth", str(tmp_path / "x"), "--count", "1", "--plain", "--backgrounds", str(tmp_path)]) == 2
+    assert "--plain draws on white: it takes no --backgrounds" in capsys.readouterr().err
+
+
 def test_vertical_share_follows_the_option():
     assert not any(Synthesizer(seed=3, vertical_p=0.0).sample(i).record["vertical"] for i in range(4))
     assert all(Synthesizer(seed=3, vertical_p=1.0).sample(i).record["vertical"] for i in range(4))

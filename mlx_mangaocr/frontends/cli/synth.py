@@ -4,6 +4,7 @@ made most of its training data (its synthetic generator), drawn with Pillow.
 mlx-mangaocr synth data/ --count 10000 --seed 1            # OUT/images/*.png and OUT/labels.jsonl
 mlx-mangaocr synth data/ --count 48 --preview              # and OUT/preview.png, a contact sheet
 mlx-mangaocr synth data/ --count 10000 --corpus lines.txt --backgrounds pages/ --fonts ~/fonts
+mlx-mangaocr synth easy/ --count 20000 --plain             # black text on white only
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def build_parser():
         help="keep labels to this model's vocab.txt (a folder or hub id; default: manga-ocr's character list)",
     )
     p.add_argument("--vertical", type=float, default=0.7, metavar="P", help="share of vertical text (default 0.7)")
+    p.add_argument("--plain", action="store_true",
+                   help="black text on white: no bubble, outline, shadow, background or furigana (an easy set, "
+                        "for a model trained from random weights)")  # fmt: skip
     p.add_argument("--preview", action="store_true", help="also write OUT/preview.png, a contact sheet of 48 samples")
     p.add_argument("--workers", type=common.positive_int, default=min(4, os.cpu_count() or 1),
                    help="threads making samples; the output does not depend on it (default: up to 4)")  # fmt: skip
@@ -54,11 +58,15 @@ def main(argv: list[str]) -> int:
     if not 0.0 <= args.vertical <= 1.0:
         error(f"--vertical {args.vertical}: a probability, from 0 to 1")
         return 2
+    if args.plain and args.backgrounds:
+        error("--plain draws on white: it takes no --backgrounds")
+        return 2
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         error(f"OUT {args.out}: a file, expected a folder (new, empty, or a previous synth output)")
         return 2
     try:
-        synth = Synthesizer(args.seed, args.fonts, args.corpus, args.backgrounds, args.model, args.vertical)
+        synth = Synthesizer(args.seed, args.fonts, args.corpus, args.backgrounds, args.model, args.vertical,
+                            plain=args.plain)  # fmt: skip
         show = args.progress if args.progress is not None else args.count > 1 and sys.stderr.isatty()
         callback = PrintingCallback(show, unit="samples")
         generate(

@@ -51,12 +51,12 @@ class Synthesizer:
 
     def __init__(self, seed: int = 0, fonts: list[str] | None = None, corpus: str | None = None,
                  backgrounds: str | None = None, model: str | None = None, vertical_p: float = VERTICAL_P,
-                 vert_feature: bool = True):  # fmt: skip
+                 vert_feature: bool = True, plain: bool = False):  # fmt: skip
         if not 0.0 <= vertical_p <= 1.0:
             raise SynthError(f"--vertical {vertical_p}: a probability, from 0 to 1")
         if not (isinstance(seed, int) and 0 <= seed < 2**63):
             raise SynthError(f"--seed {seed}: a whole number from 0 to 2**63 - 1")
-        self.seed, self.vertical_p = seed, vertical_p
+        self.seed, self.vertical_p, self.plain = seed, vertical_p, plain
         self.vocab = model_vocab(model) if model else default_vocab()
         self.faces: list[FontFace] = find_fonts(fonts)
         lines = read_corpus(corpus, self.vocab) if corpus else None
@@ -71,7 +71,7 @@ class Synthesizer:
         self.faces = drawn
         self.renderer = TextRenderer(FontCache(), has_raqm(), vert_feature)
         self.settings = {"seed": seed, "corpus": corpus or "wordfreq", "model": model or "manga-ocr vocab.csv",
-                         "backgrounds": backgrounds, "vertical_p": vertical_p,
+                         "backgrounds": backgrounds, "vertical_p": vertical_p, "plain": plain,
                          "fonts": [[f.path, f.index] for f in self.faces], "pillow": Image.__version__,
                          "freetype": features.version("freetype2"), "raqm": has_raqm()}  # fmt: skip
 
@@ -83,11 +83,11 @@ class Synthesizer:
         text, kind = self.source.sample(rng, chars)
         vertical = bool(rng.random() < self.vertical_p)
         lines = self.source.break_lines(text, rng)
-        segments = markup(lines, vertical, rng, chars)
+        segments = markup(lines, vertical, rng, chars, furigana=not self.plain)
         style = Style(48, vertical, upright=bool(rng.random() < UPRIGHT_P), line_gap=float(rng.uniform(0.2, 0.7)),
                       letter_gap=float(rng.choice([0.0, 0.0, 0.0, 0.05, 0.1])))  # fmt: skip
         ink = self.renderer.render(face, segments, style)
-        image, look = _compose(ink, rng, self.pages)
+        image, look = _plain(ink, rng) if self.plain else _compose(ink, rng, self.pages)
         record = {"image": "", "text": label_of(segments), "font": face.path, "font_index": face.index,
                   "vertical": vertical, "lines": lines, "furigana": furigana_of(segments),
                   "tcy": [s.text for line in segments for s in line if s.kind == "tcy"], "source": kind,
@@ -97,6 +97,25 @@ class Synthesizer:
 
 def backgrounds_files(folder: str | None) -> list[Path]:
     return backgrounds.background_files(folder) if folder else []
+
+
+def _plain(ink: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, dict]:
+    """The crop with ``plain``: black text on white, margins as a crop's without a bubble."""
+    h, w = ink.shape
+    short = min(h, w, 200)
+    left, top, right, bottom = (int(round(rng.uniform(0.01, 0.2) * short)) + 2 for _ in range(4))
+    image = np.full((h + top + bottom, w + left + right), 255, np.uint8)
+    image[top : top + h, left : left + w] = 255 - ink
+    return _fit(Image.fromarray(image)), {"outline": 0, "shadow": 0, "bubble": None, "inverted": False,
+                                          "background": "white"}  # fmt: skip
+
+
+def _fit(out: Image.Image) -> Image.Image:
+    """``out`` scaled down to ``MAX_SIDE`` at most, as upstream writes its crops."""
+    if max(out.size) > MAX_SIDE:
+        s = MAX_SIDE / max(out.size)
+        out = out.resize((max(1, round(out.width * s)), max(1, round(out.height * s))), Image.Resampling.LANCZOS)
+    return out
 
 
 def _compose(ink: np.ndarray, rng: np.random.Generator, pages: list[Path]) -> tuple[Image.Image, dict]:
@@ -155,10 +174,7 @@ def _compose(ink: np.ndarray, rng: np.random.Generator, pages: list[Path]) -> tu
         image = image * (1 - halo) + colour * halo
     alpha = mask.astype(np.float32) / 255
     image = image * (1 - alpha) + text_value * alpha
-    out = Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8))
-    if max(out.size) > MAX_SIDE:
-        s = MAX_SIDE / max(out.size)
-        out = out.resize((max(1, round(out.width * s)), max(1, round(out.height * s))), Image.Resampling.LANCZOS)
+    out = _fit(Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8)))
     look = {"outline": outline, "shadow": shadow, "bubble": shape, "inverted": inverted, "background": kind}
     return out, look
 

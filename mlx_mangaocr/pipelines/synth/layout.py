@@ -27,13 +27,15 @@ class Segment:
     ruby: str = ""
 
 
-def markup(lines: Sequence[str], vertical: bool, rng: np.random.Generator, chars: Sequence[str]
-           ) -> list[list[Segment]]:  # fmt: skip
-    """Each line as segments. ``chars`` (sorted) are what the font draws: furigana use only those."""
+def markup(lines: Sequence[str], vertical: bool, rng: np.random.Generator, chars: Sequence[str],
+           furigana: bool = True) -> list[list[Segment]]:  # fmt: skip
+    """Each line as segments. ``chars`` (sorted) are what the font draws: furigana use only those
+    (none without ``furigana``)."""
     allowed = set(chars)
     kana = {"hiragana": [c for c in HIRAGANA if c in allowed], "katakana": [c for c in KATAKANA if c in allowed],
             "all": [c for c in chars if not c.isspace()]}  # fmt: skip
     word_p = float(rng.choice([0.33, 1.0], p=[0.3, 0.7])) if rng.random() < FURIGANA_P else 0.0
+    word_p = word_p if furigana else 0.0
     out = []
     for line in lines:
         segments: list[Segment] = []
