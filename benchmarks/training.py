@@ -2,22 +2,28 @@
 
     python -m benchmarks.training --out benchmarks/results/linux-cpu/training
 
-1. **Data.** Short synthetic crops made by ``mlx-mangaocr synth``'s generator (``Synthesizer``)
-   with two restrictions, so that a small model learns in the budget: lengths drawn from 1 to 10
-   characters (a text ends at the first word boundary at or past its length, so a few run longer;
-   the report gives the measured lengths), from kana and the most frequent kanji of wordfreq's
-   Japanese words (``--kanji``). A training set and a held-out validation set (other seeds).
-2. **Step throughput, MLX against PyTorch,** each in its own process on the same batches: the same
-   configuration, AdamW, clipping, dropout as the config says (0.1 in the decoder), training mode.
-   Samples per second over ``--throughput-steps`` steps after a warm-up step; peak memory (RSS
-   growth over the loaded model; MLX's ``mx.get_peak_memory`` too). For the small configuration
-   at ``--batch-size``, and for the full-size model (manga-ocr-base's shape, 111 M parameters) at
-   ``--full-batch``; and MLX's peak at batch 32, with and without ``--checkpoint-encoder``, the
-   figure a 16 GB Mac needs (``mx.get_peak_memory`` here stands in for Metal's).
-3. **The learning curve.** ``mlx-mangaocr train`` on the training set from random weights (the
-   small configuration: a 4-layer, 256-wide ViT and the 2-layer, 256-wide BERT decoder, manga-ocr's
-   6144-token vocabulary), validating every ``--eval-every`` steps: CER and exact match against
-   steps, and its ``training.png``.
+1. **Data.** Short synthetic crops made by ``mlx-mangaocr synth``'s generator (``Synthesizer``),
+   restricted so that a small model learns from random weights in the budget: ten hiragana
+   (``--chars``; ``--kanji N`` for kana and N frequent kanji instead) drawn black on white
+   (``synth --plain``; ``--no-plain`` for synth's manga styles), with lengths drawn from 1 to CHARS
+   characters for each stage (a text ends at the first word boundary at or past its length, so a
+   few run longer; the report gives the measured lengths). A training set and a held-out
+   validation set (other seeds) for each stage's length.
+2. **Step throughput, MLX against PyTorch,** each in its own process on the same batches (the last
+   stage's texts): the same configuration, AdamW, clipping, dropout as the config says (0.1 in the
+   decoder), training mode. Samples per second over ``--throughput-steps`` steps after a warm-up
+   step; peak memory (RSS growth over the loaded model, the worker's own ``VmHWM``; MLX's
+   ``mx.get_peak_memory`` too). For the small configuration at ``--batch-size``, and for the
+   full-size model (manga-ocr-base's shape, 111 M parameters) at ``--full-batch``; and MLX's peak at
+   batch 32, with and without ``--checkpoint-encoder``, the figure a 16 GB Mac needs
+   (``mx.get_peak_memory`` here stands in for Metal's).
+3. **The learning curve,** in ``--stages``, each ``mlx-mangaocr train`` from the last one's model
+   (the first from random weights; the small configuration, ``Small``: a 4-layer ViT and the 2-layer
+   BERT decoder, manga-ocr's 6144-token vocabulary), validating 8 times a stage: CER and exact match
+   against steps, and each stage's ``training.png``. The default is one glyph a crop for 800 steps,
+   then texts of 1-10 characters for 2400. From random weights, texts of mixed lengths stay at the
+   label prior in this budget (MLX and PyTorch alike: the README gives what was tried); a model
+   that reads single glyphs first goes on to read texts.
 
 Writes ``training.json`` (every figure) and ``training.md`` (the tables) in ``--out``.
 """
@@ -30,9 +36,12 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CURVE_CHARS = "あいうえおかきくけこ"  # what the curve's small model learns to read in about 30 CPU-minutes
+CURVE_STAGES = ["1:800", "10:2400"]  # a glyph at a time from random weights, then texts of 1-10
 KANA = [chr(c) for c in range(0x3041, 0x3097)] + [chr(c) for c in range(0x30A1, 0x30FB)] + ["ー"]
 PUNCTUATION = list("。、！？…")
 
@@ -49,8 +58,10 @@ def charset(kanji: int) -> frozenset[str]:
     return frozenset(KANA + PUNCTUATION + list(seen))
 
 
-def make_data(folder: Path, count: int, seed: int, kanji: int, max_chars: int = 10, workers: int = 2) -> None:
-    """``count`` synth crops with lengths drawn from 1-``max_chars`` characters of ``charset(kanji)``."""
+def make_data(folder: Path, count: int, seed: int, chars: frozenset[str], max_chars: int = 10, plain: bool = False,
+              workers: int = 2) -> None:  # fmt: skip
+    """``count`` synth crops with lengths drawn from 1-``max_chars`` characters of ``chars``
+    (``plain``: synth's ``--plain``, black text on white)."""
     import numpy as np
 
     from mlx_mangaocr.pipelines.synth import Synthesizer, generate
@@ -58,25 +69,42 @@ def make_data(folder: Path, count: int, seed: int, kanji: int, max_chars: int = 
 
     if (folder / "labels.jsonl").is_file():
         return
-    synth = Synthesizer(seed=seed)
-    allowed = charset(kanji) & synth.vocab
+    synth = Synthesizer(seed=seed, plain=plain)
+    allowed = chars & synth.vocab
     synth.charsets = FontCharsets(frozenset(allowed))
     synth.source.lengths = np.arange(1, max_chars + 1)
     synth.source.length_p = np.full(max_chars, 1 / max_chars)
-    synth.settings.update(benchmark={"lengths": f"1-{max_chars} uniform", "kanji": kanji, "chars": len(allowed)})
+    if max_chars == 1:  # one glyph a crop: random characters (a word would run past one at its boundary)
+        synth.source.content = []
+    synth.settings.update(benchmark={"lengths": f"1-{max_chars} uniform", "chars": "".join(sorted(allowed))})
     generate(folder, count, synth, workers=workers)
 
 
-SMALL_IMAGE = 128  # the small configuration reads 128x128 crops: 64 patches, a quarter of 224's work
+@dataclass(frozen=True)
+class Small:
+    """The small configuration: a 4-layer ViT of ``hidden`` width on ``image``-pixel squares cut in
+    ``patch``-pixel patches, and the 2-layer BERT decoder of the same width (heads of 64)."""
+
+    image: int = 96
+    patch: int = 8
+    hidden: int = 128
+
+    def __str__(self) -> str:
+        return (f"{self.image}x{self.image} in {self.patch}-pixel patches, 4-layer {self.hidden}-wide ViT + "
+                f"2-layer decoder")  # fmt: skip
 
 
-def make_model(folder: Path, full: bool) -> None:
-    """A random-weight checkpoint in the hub's layout: the small configuration or the full size."""
+def make_model(folder: Path, small: Small | None) -> None:
+    """A random-weight checkpoint in the hub's layout: the small configuration, or the full size
+    (``small`` None)."""
     from testing.synthetic import Spec, write_checkpoint
 
     if not (folder / "config.json").is_file():
-        size = 224 if full else SMALL_IMAGE
-        write_checkpoint(folder, Spec(full=full, small=not full, head_scale=1.0, image_size=size))
+        if small is None:
+            spec = Spec(full=True, head_scale=1.0)
+        else:
+            spec = Spec(small=True, head_scale=1.0, image_size=small.image, patch_size=small.patch, hidden=small.hidden)
+        write_checkpoint(folder, spec)
 
 
 # --- the throughput worker (one side, one process) --------------------------------------------------
@@ -185,29 +213,33 @@ def _pair(name: str, model: Path, data: Path, batch: int, steps: int, out: Path,
             "memory_ratio": mlx["rss_growth_bytes"] / torch["rss_growth_bytes"]}  # fmt: skip
 
 
-def _curve(args, out: Path, model: Path, train: Path, val: Path) -> dict:
-    run = out / "run"
+def _curve(args, out: Path, name: str, model: Path, train: Path, val: Path, steps: int) -> dict:
+    """One stage of the learning curve: ``mlx-mangaocr train`` from ``model`` into ``out/name``."""
+    run = out / name
+    seconds = out / f"{name}-seconds.txt"
+    eval_every = max(1, steps // 8)
     if not (args.resume and (run / "training.json").is_file()
             and json.loads((run / "training.json").read_text()).get("status") == "done"):  # fmt: skip
         command = [sys.executable, "-m", "mlx_mangaocr", "train", "--model", str(model), "--train", str(train),
-                   "--val", str(val), "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr",
-                   str(args.lr), "--warmup", str(args.warmup), "--eval-every", str(args.eval_every),
-                   "--save-every", str(args.eval_every), "--output", str(run), "--no-progress",
+                   "--val", str(val), "--steps", str(steps), "--batch-size", str(args.batch_size), "--lr",
+                   str(args.lr), "--warmup", str(args.warmup), "--eval-every", str(eval_every),
+                   "--save-every", str(eval_every), "--output", str(run), "--no-progress",
                    *args.curve_options.split(),
                    *(["--resume"] if (run / "training.json").is_file() else [])]  # fmt: skip
         print("+", " ".join(command), file=sys.stderr, flush=True)
         began = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        (out / "curve-seconds.txt").write_text(f"{time.perf_counter() - began:.1f}\n")
+        seconds.write_text(f"{time.perf_counter() - began:.1f}\n")
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     val_lines = [m for m in lines if "val_cer" in m]
-    steps = [m for m in lines if "loss" in m]
-    return {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup,
-            "options": args.curve_options,
-            "validation": val_lines, "first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"],
-            "samples_per_s_median": sorted(m["samples_per_second"] for m in steps)[len(steps) // 2],
-            "seconds": float((out / "curve-seconds.txt").read_text()) if (out / "curve-seconds.txt").is_file()
-            else None, "record": json.loads((run / "training.json").read_text())}  # fmt: skip
+    losses = [m for m in lines if "loss" in m]
+    return {"name": name, "start": str(model.relative_to(out)) if model.is_relative_to(out) else str(model),
+            "steps": steps, "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup,
+            "options": args.curve_options, "validation": val_lines, "first_loss": losses[0]["loss"],
+            "last_loss": losses[-1]["loss"],
+            "samples_per_s_median": sorted(m["samples_per_second"] for m in losses)[len(losses) // 2],
+            "seconds": float(seconds.read_text()) if seconds.is_file() else None,
+            "record": json.loads((run / "training.json").read_text())}  # fmt: skip
 
 
 def _mib(n) -> str:
@@ -230,14 +262,15 @@ def report(results: dict) -> str:
     for name, m in results["memory"].items():
         lines.append(f"| {name} | {m['batch_size']} | {m['samples_per_s']:.2f} | {_mib(m['rss_growth_bytes'])} | "
                      f"{_mib(m['mlx_peak_memory_bytes'])} |")  # fmt: skip
-    curve = results["curve"]
-    lines += ["", f"Learning curve: {curve['steps']} steps of {curve['batch_size']}, lr {curve['lr']}, warmup "
-              f"{curve['warmup']} {curve['options']}; loss {curve['first_loss']:.3f} -> {curve['last_loss']:.3f}; "
-              f"{curve['samples_per_s_median']:.1f} samples/s (median step, data included); "
-              f"{curve['seconds']:.0f} s in all" if curve["seconds"] else "", "",
-              "| step | validation CER | exact match |", "|---|---|---|"]  # fmt: skip
-    for v in curve["validation"]:
-        lines.append(f"| {v['step']} | {100 * v['val_cer']:.2f}% | {100 * v['val_exact_match']:.2f}% |")
+    for curve in results["curves"]:
+        lines += ["", f"Learning curve `{curve['name']}/` ({curve['data']}), from `{curve['start']}`: "
+                  f"{curve['steps']} steps of {curve['batch_size']}, lr {curve['lr']}, warmup {curve['warmup']} "
+                  f"{curve['options']}; loss {curve['first_loss']:.3f} -> {curve['last_loss']:.3f}; "
+                  f"{curve['samples_per_s_median']:.1f} samples/s (median step, data included)"
+                  + (f"; {curve['seconds']:.0f} s in all" if curve["seconds"] else ""), "",
+                  "| step | validation CER | exact match |", "|---|---|---|"]  # fmt: skip
+        for v in curve["validation"]:
+            lines.append(f"| {v['step']} | {100 * v['val_cer']:.2f}% | {100 * v['val_exact_match']:.2f}% |")
     return "\n".join(lines) + "\n"
 
 
@@ -259,17 +292,25 @@ def main() -> None:
         return
     p = argparse.ArgumentParser(prog="python -m benchmarks.training")
     p.add_argument("--out", required=True)
-    p.add_argument("--train-count", type=int, default=10000)
+    p.add_argument("--train-count", type=int, default=20000)
     p.add_argument("--val-count", type=int, default=300)
-    p.add_argument("--kanji", type=int, default=100)
-    p.add_argument("--max-chars", type=int, default=10, help="text lengths drawn from 1 to this")
-    p.add_argument("--curve-options", default="", help="more options for the learning curve's train command")
-    p.add_argument("--steps", type=int, default=600, help="the learning curve steps (about 12 minutes here)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--chars", default=CURVE_CHARS, help="the characters of the crops' texts")
+    p.add_argument("--kanji", type=int, default=None,
+                   help="instead of --chars: kana, a little punctuation and this many frequent kanji")  # fmt: skip
+    p.add_argument("--stages", nargs="+", default=CURVE_STAGES, metavar="CHARS:STEPS",
+                   help="the learning curve's stages, each from the last one's model: texts of 1 to CHARS "
+                        "characters for STEPS steps (default: %(default)s)")  # fmt: skip
+    p.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True,
+                   help="synth --plain crops: black text on white (--no-plain: synth's manga styles)")  # fmt: skip
+    p.add_argument("--image-size", type=int, default=Small.image, help="the small configuration's input size")
+    p.add_argument("--patch-size", type=int, default=Small.patch)
+    p.add_argument("--hidden", type=int, default=Small.hidden, help="the small configuration's width")
+    p.add_argument("--curve-options", default="--no-augment",
+                   help="more options for the learning curve's train command (default: --no-augment)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=8, help="the small configuration's batch (curve and speed)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--eval-every", type=int, default=150)
-    p.add_argument("--throughput-steps", type=int, default=10)
+    p.add_argument("--throughput-steps", type=int, default=20)
     p.add_argument("--full-batch", type=int, default=8)
     p.add_argument("--full-steps", type=int, default=3)
     p.add_argument("--big-batch", type=int, default=32, help="MLX's full-size peak memory at this batch")
@@ -285,23 +326,37 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train, val = out / "train-set", out / "val-set"
-    make_data(train, args.train_count, 1, args.kanji, args.max_chars)
-    make_data(val, args.val_count, 2, args.kanji, args.max_chars)
+    chars = charset(args.kanji) if args.kanji is not None else frozenset(args.chars)
+    stages = [tuple(int(x) for x in stage.split(":")) for stage in args.stages]
+    for seed, count in ((1, args.train_count), (2, args.val_count)):
+        for m in sorted({m for m, _ in stages}):
+            make_data(out / f"{'train' if seed == 1 else 'val'}-set-{m}", count, seed, chars, m, args.plain)
+    train = out / f"train-set-{stages[-1][0]}"  # the throughput pairs' batches: the last stage's texts
+    small_config = Small(args.image_size, args.patch_size, args.hidden)
     small, full = out / "model-small", out / "model-full"
-    make_model(small, full=False)
+    make_model(small, small_config)
     if args.full:
-        make_model(full, full=True)
-    lengths = [len(json.loads(line)["text"]) for line in (train / "labels.jsonl").read_text().splitlines()]
-    longer = sum(n > args.max_chars for n in lengths) / len(lengths)
-    mean = sum(lengths) / len(lengths)
-    data = (f"{args.train_count} training and {args.val_count} validation crops from kana and the {args.kanji} most "
-            f"frequent kanji (mlx-mangaocr synth's generator), lengths drawn from 1-{args.max_chars} characters "
-            f"(mean {mean:.1f}; {100 * longer:.1f}% end past {args.max_chars} at a word boundary, at most "
-            f"{max(lengths)})")  # fmt: skip
+        make_model(full, None)
+    used = json.loads((train / "synth.json").read_text())["benchmark"]["chars"]
+    source = f"the {args.kanji} most frequent kanji and kana" if args.kanji is not None else f"{used}"
+    style = "synth --plain, black text on white" if args.plain else "synth's manga styles"
+
+    def described(m: int) -> str:
+        texts = [
+            json.loads(line)["text"] for line in (out / f"train-set-{m}" / "labels.jsonl").read_text().splitlines()
+        ]
+        lengths = [len(t) for t in texts]
+        longer = sum(n > m for n in lengths) / len(lengths)
+        return (
+            f"{args.train_count} training and {args.val_count} held-out crops of {source} ({style}), "
+            f"lengths drawn from 1-{m} (mean {sum(lengths) / len(lengths):.1f}"
+            + (f"; {100 * longer:.1f}% end past {m} at a word boundary, at most {max(lengths)})" if longer else ")")
+        )
+
+    data = f"{len(used)} characters; stages: " + "; ".join(f"{described(m)}" for m in sorted({m for m, _ in stages}))
     results = {"command": "python -m benchmarks.training " + " ".join(sys.argv[1:]), "data": data}
     results["throughput"] = {
-        f"small ({SMALL_IMAGE}x{SMALL_IMAGE}, 4-layer 256-wide ViT + 2-layer decoder)": _pair(
+        f"small ({small_config})": _pair(
             "small", small, train, args.batch_size, args.throughput_steps, out, args.resume
         ),
     }
@@ -317,7 +372,13 @@ def main() -> None:
                 "mlx", full, train, big, 1, out / "big-checkpoint-mlx.json", args.resume, checkpoint=True
             ),
         }
-    results["curve"] = _curve(args, out, small, train, val)
+    results["curves"], start = [], small
+    for m, steps in stages:
+        name = f"curve-{len(results['curves']) + 1}-{m}-chars"
+        curve = _curve(args, out, name, start, out / f"train-set-{m}", out / f"val-set-{m}", steps)
+        curve["data"] = f"texts of 1-{m} characters"
+        results["curves"].append(curve)
+        start = out / name
     (out / "training.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     (out / "training.md").write_text(report(results))
     print(report(results))

@@ -247,26 +247,34 @@ def test_detector_ops_breaks_a_decoder_layer_down(small_detector):
 
 
 def test_training_benchmark_runs_and_reports(tmp_path):
-    """The training benchmark at a toy size (the small configuration only): data of 1-10
-    characters from the restricted set, both sides' step throughput, the learning curve's
-    validations, the report."""
+    """The training benchmark at a toy size (the small configuration only): single glyphs, then
+    texts of 1-3 characters of the set, both sides' step throughput, each stage's validations (the
+    second from the first one's model), the report."""
     import subprocess
     import sys
 
     out = tmp_path / "training"
     command = [sys.executable, "-m", "benchmarks.training", "--out", str(out), "--no-full", "--train-count", "24",
-               "--val-count", "6", "--steps", "4", "--eval-every", "2", "--batch-size", "4", "--throughput-steps",
-               "1", "--warmup", "1"]  # fmt: skip
+               "--val-count", "6", "--stages", "1:4", "3:2", "--batch-size", "4", "--throughput-steps", "1",
+               "--warmup", "1"]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     results = json.loads((out / "training.json").read_text(encoding="utf-8"))
     (pair,) = results["throughput"].values()
     assert pair["mlx"]["samples_per_s"] > 0 and pair["torch"]["samples_per_s"] > 0
     assert pair["speed_ratio"] == pair["mlx"]["samples_per_s"] / pair["torch"]["samples_per_s"]
-    assert [v["step"] for v in results["curve"]["validation"]] == [2, 4]
-    texts = [json.loads(line)["text"] for line in (out / "train-set" / "labels.jsonl").read_text().splitlines()]
-    assert all(1 <= len(t) for t in texts) and sum(len(t) <= 10 for t in texts) >= 0.8 * len(texts)
-    assert "| step | validation CER | exact match |" in (out / "training.md").read_text(encoding="utf-8")
-    assert (out / "run" / "training.png").is_file()
+    first, second = results["curves"]
+    assert [v["step"] for v in first["validation"]] == [1, 2, 3, 4] and first["start"] == "model-small"
+    assert [v["step"] for v in second["validation"]] == [1, 2] and second["start"] == first["name"]
+    assert json.loads((out / second["name"] / "training.json").read_text())["identity"]["model"] == str(
+        out / first["name"]
+    )
+    glyphs = [json.loads(line)["text"] for line in (out / "train-set-1" / "labels.jsonl").read_text().splitlines()]
+    assert all(len(t) == 1 and t in "あいうえおかきくけこ" for t in glyphs)
+    texts = [json.loads(line)["text"] for line in (out / "train-set-3" / "labels.jsonl").read_text().splitlines()]
+    assert all(1 <= len(t) for t in texts) and sum(len(t) <= 3 for t in texts) >= 0.8 * len(texts)
+    report = (out / "training.md").read_text(encoding="utf-8")
+    assert report.count("| step | validation CER | exact match |") == 2
+    assert (out / first["name"] / "training.png").is_file()
 
 
 def test_a_workers_peak_memory_is_its_own_not_the_harness_s():
