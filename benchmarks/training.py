@@ -139,7 +139,7 @@ def worker(args) -> dict:
         from mlx_mangaocr.loading.ocr import load_checkpoint
         from mlx_mangaocr.models.ocr.loss import IGNORE, shift_right
         from mlx_mangaocr.pipelines.training.optimizer import make_optimizer, schedule
-        from mlx_mangaocr.pipelines.training.step import Stepper
+        from mlx_mangaocr.pipelines.training.step import Stepper, global_norm
 
         model = load_checkpoint(args.model).model
         model.train()
@@ -150,10 +150,13 @@ def worker(args) -> dict:
         loaded = rss_bytes()
         mx.reset_peak_memory()
 
-        def step(pixels, labels):
+        def step(pixels, labels):  # as ``mlx-mangaocr train`` steps: gradients evaluated, norm, update
             tokens = int((labels != IGNORE).sum())
             _, grads = stepper.gradients(pixels, shift_right(labels, 0, 2), labels, tokens)
-            stepper.update(grads)
+            mx.eval(grads)  # the order sets the peak: with --checkpoint-encoder, 2.1 against 2.9 GB at batch 8
+            norm = global_norm(grads)
+            norm.item()  # the divergence check reads it
+            stepper.update(grads, norm)
             mx.eval(model.parameters(), opt.state)
 
         side_facts = facts("mlx")
