@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import time
 from pathlib import Path
 
-from .sides import rss_bytes
+from .sides import hwm_bytes, rss_bytes
 
 STAGES = ("backbone", "encoder", "query selection", "decoder", "post-processing")
 
@@ -31,9 +30,7 @@ LINUX = Path("/proc/self/clear_refs").exists()
 
 
 def _hwm_bytes() -> int:
-    if not LINUX:
-        return 0
-    return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024
+    return (hwm_bytes() or 0) if LINUX else 0
 
 
 def _reset_hwm() -> None:

@@ -40,17 +40,25 @@ def rss_bytes() -> int | None:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size. On Linux, the address space's own high-water mark
-    (``VmHWM``), not ``getrusage``: a worker is spawned by the harness (``vfork`` and ``exec``), and
-    its ``ru_maxrss`` keeps the harness's RSS at that moment, which hides any smaller peak of the
-    worker's own."""
+def hwm_bytes() -> int | None:
+    """This address space's resident high-water mark (Linux's ``VmHWM``), else None."""
     try:
         status = Path("/proc/self/status").read_text()
         return 1024 * int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
     except (OSError, StopIteration, IndexError, ValueError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
+        return None
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size. On Linux, the address space's own high-water mark
+    (``hwm_bytes``), not ``getrusage``: a worker is spawned by the harness (``vfork`` and ``exec``),
+    and its ``ru_maxrss`` keeps the harness's RSS at that moment, which hides any smaller peak of
+    the worker's own."""
+    hwm = hwm_bytes()
+    if hwm is not None:
+        return hwm
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
 
 
 def facts(side: str, device: str | None = None) -> dict:
