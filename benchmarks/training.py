@@ -246,6 +246,17 @@ def _curve(args, out: Path, name: str, model: Path, train: Path, val: Path, step
             "record": json.loads((run / "training.json").read_text())}  # fmt: skip
 
 
+def _stage(text: str) -> tuple[int, int]:
+    """``CHARS:STEPS``, both whole numbers of at least 1."""
+    try:
+        chars, steps = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected CHARS:STEPS, such as 10:1200") from None
+    if chars < 1 or steps < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: CHARS and STEPS are at least 1")
+    return chars, steps
+
+
 def _mib(n) -> str:
     return "-" if n is None else f"{n / 2**20:.0f}"
 
@@ -301,9 +312,9 @@ def main() -> None:
     p.add_argument("--chars", default=CURVE_CHARS, help="the characters of the crops' texts")
     p.add_argument("--kanji", type=int, default=None,
                    help="instead of --chars: kana, a little punctuation and this many frequent kanji")  # fmt: skip
-    p.add_argument("--stages", nargs="+", default=CURVE_STAGES, metavar="CHARS:STEPS",
+    p.add_argument("--stages", nargs="+", type=_stage, default=[_stage(x) for x in CURVE_STAGES], metavar="CHARS:STEPS",
                    help="the learning curve's stages, each from the last one's model: texts of 1 to CHARS "
-                        "characters for STEPS steps (default: %(default)s)")  # fmt: skip
+                        f"characters for STEPS steps (default: {' '.join(CURVE_STAGES)})")  # fmt: skip
     p.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True,
                    help="synth --plain crops: black text on white (--no-plain: synth's manga styles)")  # fmt: skip
     p.add_argument("--image-size", type=int, default=Small.image, help="the small configuration's input size")
@@ -331,7 +342,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     chars = charset(args.kanji) if args.kanji is not None else frozenset(args.chars)
-    stages = [tuple(int(x) for x in stage.split(":")) for stage in args.stages]
+    stages = args.stages
     for seed, count in ((1, args.train_count), (2, args.val_count)):
         for m in sorted({m for m, _ in stages}):
             make_data(out / f"{'train' if seed == 1 else 'val'}-set-{m}", count, seed, chars, m, args.plain)
