@@ -83,6 +83,15 @@ def test_overfits_a_few_dozen_samples(tiny, crops, tmp_path):
     assert (tmp_path / "run" / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _examples(model_folder: Path) -> tuple[np.ndarray, list[list[int]]]:
+    """EXAMPLES' pixels (inference's preprocessing) and label ids from transformers' tokenizer."""
+    rows = [json.loads(line) for line in EXAMPLES.read_text(encoding="utf-8").splitlines()]
+    tok = BertJapaneseTokenizer.from_pretrained(model_folder)
+    preprocess = OcrPreprocessor.from_folder(model_folder)
+    pixels = np.stack([preprocess(EXAMPLES.parent / r["image"]) for r in rows])
+    return pixels, [tok(r["text"], truncation=True, max_length=300).input_ids for r in rows]
+
+
 def test_the_pipeline_equals_a_pytorch_loop(tiny, tmp_path):
     """``train`` from a JSONL file (labels by its own tokenizer, images by its own preprocessing,
     two micro-batches a step, clipping) against transformers' tokenizer, labels path and
@@ -93,11 +102,7 @@ def test_the_pipeline_equals_a_pytorch_loop(tiny, tmp_path):
                              shuffle=False, dropout=0.0, save_every=0)  # fmt: skip
     train(settings)
     ours = weights(out)
-    rows = [json.loads(line) for line in EXAMPLES.read_text(encoding="utf-8").splitlines()]
-    tok = BertJapaneseTokenizer.from_pretrained(tiny.folder)
-    preprocess = OcrPreprocessor.from_folder(tiny.folder)
-    pixels = np.stack([preprocess(EXAMPLES.parent / r["image"]) for r in rows])
-    labels = [tok(r["text"], truncation=True, max_length=300).input_ids for r in rows]
+    pixels, labels = _examples(tiny.folder)
     steps = []
     for s in range(3):
         part = slice(4 * s, 4 * s + 4)
@@ -157,11 +162,7 @@ def _pytorch_sgd_references(model_folder: Path, steps: int, batch_size: int, lr:
     """The parameters after ``steps`` SGD steps of the CLI's default order (shuffled and bucketed,
     seed 0) over EXAMPLES, from transformers' tokenizer and torch.optim: float32 and float64 (in this
     library's names), and the start."""
-    rows = [json.loads(line) for line in EXAMPLES.read_text(encoding="utf-8").splitlines()]
-    tok = BertJapaneseTokenizer.from_pretrained(model_folder)
-    preprocess = OcrPreprocessor.from_folder(model_folder)
-    pixels = np.stack([preprocess(EXAMPLES.parent / r["image"]) for r in rows])
-    labels = [tok(r["text"], truncation=True, max_length=300).input_ids for r in rows]
+    pixels, labels = _examples(model_folder)
     order = Order([len(ids) for ids in labels], batch_size, 0, True)
     batches = []
     for step in range(steps):
