@@ -249,7 +249,7 @@ def test_detector_ops_breaks_a_decoder_layer_down(small_detector):
 def test_training_benchmark_runs_and_reports(tmp_path):
     """The training benchmark at a toy size (the small configuration only): single glyphs, then
     texts of 1-3 characters of the set, both sides' step throughput, each stage's validations (the
-    second from the first one's model), the report."""
+    second from the first one's model), each stage's final model by length, the report."""
     import subprocess
     import sys
 
@@ -272,8 +272,14 @@ def test_training_benchmark_runs_and_reports(tmp_path):
     assert all(len(t) == 1 and t in "あいうえおかきくけこ" for t in glyphs)
     texts = [json.loads(line)["text"] for line in (out / "train-set-3" / "labels.jsonl").read_text().splitlines()]
     assert all(1 <= len(t) for t in texts) and sum(len(t) <= 3 for t in texts) >= 0.8 * len(texts)
+    for curve in (first, second):  # the final model by length: the same crops as the last validation
+        by_length = curve["by_length"]
+        assert sum(f["samples"] for f in by_length.values()) == 6
+        exact = sum(f["samples"] * f["exact_match"] for f in by_length.values()) / 6
+        assert exact == pytest.approx(curve["validation"][-1]["val_exact_match"])
     report = (out / "training.md").read_text(encoding="utf-8")
     assert report.count("| step | validation CER | exact match |") == 2
+    assert report.count("| characters | crops | CER | exact match |") == 2
     assert (out / first["name"] / "training.png").is_file()
 
 
