@@ -251,18 +251,15 @@ def _by_length(run: Path, val: Path) -> dict[str, dict]:
     """The stage's final model on the held-out crops, greedy, by label length: what it learned to
     read (the validation figures average over lengths, and most crops of a 1-N set are short)."""
     import mlx_mangaocr
-    from mlx_mangaocr.pipelines.evaluation.scores import score
+    from mlx_mangaocr.pipelines.evaluation.scores import Sums, score
 
     rows = [json.loads(line) for line in (val / "labels.jsonl").read_text(encoding="utf-8").splitlines() if line]
     ocr = mlx_mangaocr.load_ocr(run)
     found = ocr.recognize([val / r["image"] for r in rows], batch_size=16, num_beams=1)
-    sums: dict[int, list[int]] = {}
+    sums: dict[int, Sums] = {}
     for row, got in zip(rows, found, strict=True):
-        s = score(row["text"], got.text, bool(row.get("vertical")))
-        n = sums.setdefault(len(row["text"]), [0, 0, 0, 0])
-        n[0], n[1], n[2], n[3] = n[0] + 1, n[1] + s.exact, n[2] + s.distance, n[3] + len(row["text"])
-    return {str(k): {"samples": c, "exact_match": e / c, "cer": d / chars}
-            for k, (c, e, d, chars) in sorted(sums.items())}  # fmt: skip
+        sums.setdefault(len(row["text"]), Sums()).add(score(row["text"], got.text, bool(row.get("vertical"))))
+    return {str(k): v.figures() for k, v in sorted(sums.items())}
 
 
 def _stage(text: str) -> tuple[int, int]:

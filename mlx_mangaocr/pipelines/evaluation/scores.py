@@ -63,7 +63,9 @@ def score(reference: str, prediction: str, vertical: bool) -> SampleScore:
 
 
 @dataclass
-class _Sums:
+class Sums:
+    """The running sums of a set of samples (``add``), and their figures (``figures``)."""
+
     samples: int = 0
     distance: int = 0
     characters: int = 0
@@ -94,15 +96,15 @@ class _Sums:
 class Scores:
     """The running sums of one model's samples, and their summary."""
 
-    total: _Sums = field(default_factory=_Sums)
-    orientation: dict[str, _Sums] = field(default_factory=lambda: {"vertical": _Sums(), "horizontal": _Sums()})
-    lengths: dict[str, _Sums] = field(default_factory=dict)
+    total: Sums = field(default_factory=Sums)
+    orientation: dict[str, Sums] = field(default_factory=lambda: {"vertical": Sums(), "horizontal": Sums()})
+    lengths: dict[str, Sums] = field(default_factory=dict)
     confusions: Counter = field(default_factory=Counter)
 
     def add(self, s: SampleScore) -> None:
         self.total.add(s)
         self.orientation["vertical" if s.vertical else "horizontal"].add(s)
-        self.lengths.setdefault(length_bucket(len(s.reference)), _Sums()).add(s)
+        self.lengths.setdefault(length_bucket(len(s.reference)), Sums()).add(s)
         if s.distance:
             for op in Levenshtein.editops(s.reference, s.prediction):
                 ref = s.reference[op.src_pos] if op.tag != "insert" else ""
@@ -117,6 +119,6 @@ class Scores:
         return {
             **self.total.figures(),
             "by_orientation": {k: v.figures() for k, v in self.orientation.items()},
-            "by_length": {k: self.lengths.get(k, _Sums()).figures() for k in buckets},
+            "by_length": {k: self.lengths.get(k, Sums()).figures() for k in buckets},
             "confusions": [{"reference": r, "prediction": p, "count": c} for (r, p), c in top],
         }
