@@ -41,3 +41,55 @@ def test_rows_shared_over_the_streams_give_the_same_values(monkeypatch):
     for t in threads:
         t.join()
     assert not errors and results == [True, True, True] and layers._made["threads"] == layers.STREAM_THREADS
+
+
+def test_cpu_linear_and_layer_norm_match_torch_and_mlx():
+    """The detector's ``Linear`` and ``LayerNorm`` take other CPU paths for large inputs (matmul then
+    bias; row means as matrix-vector products): the product with an inner size of 256 is MLX's own
+    ``nn.Linear`` bit for bit, and both stay within the fp32 bound of PyTorch's error against float64."""
+    import mlx.nn as nn
+    import torch
+    from oracle import assert_fp32_close
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(1.5, 3.0, size=(1, 8400, 256)).astype(np.float32)  # a detector memory: above SPLIT_SIZE
+    linear, wide = layers.Linear(256, 256), layers.Linear(1024, 256)
+    assert mx.array_equal(linear(mx.array(x)), nn.Linear.__call__(linear, mx.array(x))).item()
+    x_wide = rng.normal(size=(1, 1200, 1024)).astype(np.float32)
+    for layer, inputs in ((linear, x), (wide, x_wide)):
+        w, b = np.array(layer.weight), np.array(layer.bias)
+        exact = inputs.astype(np.float64) @ w.T.astype(np.float64) + b
+        theirs = torch.nn.functional.linear(*map(torch.from_numpy, (inputs, w, b))).numpy()
+        assert_fp32_close(np.array(layer(mx.array(inputs))), theirs, exact, "Linear")
+    norm = layers.LayerNorm(256, eps=1e-5)
+    norm.weight, norm.bias = (mx.array(rng.normal(size=256).astype(np.float32)) for _ in range(2))
+    ours = np.array(norm(mx.array(x)))
+    x64 = x.astype(np.float64)
+    exact = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+    exact = exact * np.array(norm.weight) + np.array(norm.bias)
+    weight, bias = (torch.from_numpy(np.array(p)) for p in (norm.weight, norm.bias))
+    theirs = torch.nn.functional.layer_norm(torch.from_numpy(x), (256,), weight, bias, 1e-5).numpy()
+    assert_fp32_close(ours, theirs, exact, "LayerNorm")
+    small = mx.array(x[:, :10])  # below SPLIT_SIZE: MLX's own layer norm
+    assert mx.array_equal(norm(small), mx.fast.layer_norm(small, norm.weight, norm.bias, 1e-5)).item()
+
+
+def test_compiled_sampler_gives_the_uncompiled_values():
+    """The deformable sampler runs as one compiled graph; its values are the uncompiled ones, bit for
+    bit, bilinear and discrete, on every CPU stream it is shared over."""
+    from mlx_mangaocr.models.detection.decoder import _sample_compiled, sample_values
+
+    rng = np.random.default_rng(3)
+    shapes, heads, head_dim = ((20, 24), (10, 12), (5, 6)), 4, 8
+    tokens = sum(h * w for h, w in shapes)
+    table = mx.array(rng.normal(size=(2 * tokens * heads, head_dim)).astype(np.float32))
+    loc = mx.array(rng.uniform(-0.1, 1.1, size=(2 * heads, 30, 3, 4, 2)).astype(np.float32))
+    weights = mx.array(rng.uniform(size=(2 * heads, 30, 3, 4, 1)).astype(np.float32))
+    pairs = mx.arange(2 * heads, dtype=mx.int32)
+    first = (pairs // heads) * tokens * heads + pairs % heads
+    for discrete in (False, True):
+        plain = sample_values(table, loc, weights, first, shapes, discrete, heads)
+        shared = split_over_cpu_streams(
+            lambda *p, d=discrete: _sample_compiled(table, *p, shapes, d, heads), loc, weights, first
+        )
+        assert plain.shape == (2 * heads, 30, 1, head_dim) and mx.array_equal(shared, plain).item()

@@ -32,14 +32,21 @@ def _gelu_rational(x: mx.array) -> mx.array:
 # exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 (Cody-Waite, ln 2 split in two so that
 # r is exact), |r| <= ln(2)/2: exp(r) by its degree-7 Taylor series (error < 1e-8 relative), 2^n by
 # writing the float32 exponent bits. Within 2 float32 ulps of exp.
+# Written so that the C++ that ``mx.compile`` generates on the CPU vectorizes: MLX's maximum and
+# minimum test for NaN (a branch, so g++ leaves the loop scalar) and its floor is a libm call, so the
+# clamp is two selects and n is rounded by adding and subtracting 1.5 * 2^23 (exact for |x / ln 2| <
+# 2^22; a tie goes to even rather than up, which keeps |r| <= ln(2)/2). 2.7x faster than with clip
+# and floor on this CPU.
 _LOG2E = 1.4426950408889634
 _LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4
 _EXP_C = (1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 1 / 2, 1.0, 1.0)
+_ROUND = 12582912.0  # 1.5 * 2^23: x + _ROUND - _ROUND is x rounded to an integer, in float32
 
 
 def _exp_poly(x: mx.array) -> mx.array:
-    x = mx.clip(x, -87.0, 88.0)
-    n = mx.floor(x * _LOG2E + 0.5)
+    x = mx.where(x < -87.0, -87.0, x)
+    x = mx.where(x > 88.0, 88.0, x)
+    n = (x * _LOG2E + _ROUND) - _ROUND
     r = x - n * _LN2_HI - n * _LN2_LO
     p = _EXP_C[0]
     for c in _EXP_C[1:]:
@@ -188,6 +195,37 @@ def attention(
     if not _cpu_fast_path(scores_size, q.dtype):
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
     return _softmax((q * scale) @ k.swapaxes(-1, -2)) @ v
+
+
+def _on_cpu(size: int, dtype: mx.Dtype) -> bool:
+    """Large float32 work on the CPU, outside training's traced step (see ``_cpu_fast_path``)."""
+    return _cpu_fast_path(size, dtype) and size >= SPLIT_SIZE
+
+
+class Linear(nn.Linear):
+    """``nn.Linear``, except for large outputs on the CPU: there MLX's ``addmm`` first copies the bias,
+    broadcast, into the output element by element (1 ms of a 7.3 ms projection of 8,400 tokens), so
+    the product is taken and the bias added after. For an inner size that one GEMM block holds (the
+    detector's 256) that is the same float32 sum, bit for bit; otherwise within its rounding."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if "bias" not in self or not _on_cpu(x.size // x.shape[-1] * self.weight.shape[0], x.dtype):
+            return super().__call__(x)
+        return x @ self.weight.T + self.bias
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm``, except for large inputs on the CPU, where MLX's layer norm runs as ten
+    separate passes with slow row reductions (5.7 ms for 8,400 tokens of 256): the row means are
+    matrix-vector products and the rest five elementwise passes (4.0 ms). The same normalisation,
+    within float32 rounding (the means are summed in another order)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if "weight" not in self or "bias" not in self or not _on_cpu(x.size, x.dtype):
+            return super().__call__(x)
+        mean = mx.full((x.shape[-1], 1), 1 / x.shape[-1], dtype=x.dtype)
+        centred = x - x @ mean
+        return centred * mx.rsqrt(mx.square(centred) @ mean + self.eps) * self.weight + self.bias
 
 
 class Dropout(nn.Module):
