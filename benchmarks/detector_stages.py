@@ -2,8 +2,9 @@
 
     python -m benchmarks.detector_stages {mlx|torch} --model M [--batch-size B] [--repeats N] --out F
 
-The stages are those of RT-DETR-v2's forward: the backbone, the hybrid encoder (its input
-projections included), query selection (the decoder's input projections, anchors, the encoder's
+The stages are those of RT-DETR-v2's forward: the backbone, the hybrid encoder in three parts (its
+input projections, 1x1 convolutions; AIFI, the transformer layer on the coarsest map; the fusion,
+CCFM's convolutions), query selection (the decoder's input projections, anchors, the encoder's
 heads and the top-k), the deformable decoder (its heads included), and post-processing. PyTorch runs
 transformers' own forward, timed by hooks on its submodules (a CPU runs it synchronously); MLX runs
 the same stages with an evaluation after each. Memory per stage is the process's peak RSS during it
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from .sides import hwm_bytes, rss_bytes
 
-STAGES = ("backbone", "encoder", "query selection", "decoder", "post-processing")
+STAGES = ("backbone", "encoder input projections", "encoder AIFI", "encoder fusion", "query selection", "decoder",
+          "post-processing")  # fmt: skip
 
 
 LINUX = Path("/proc/self/clear_refs").exists()
@@ -76,7 +78,10 @@ def _mlx_forward(detector, pixels, threshold: float, meter: _Meter) -> dict:
 
     x = mx.array(pixels)
     held = {"maps": stage("backbone", lambda: model.backbone(x))}
-    held["encoded"] = stage("encoder", lambda: model.encode(held.pop("maps")))
+    projections = zip(model.encoder_input_proj, held.pop("maps"), strict=True)
+    held["projected"] = stage("encoder input projections", lambda: [proj(m) for proj, m in projections])
+    held["attended"] = stage("encoder AIFI", lambda: model.encoder.attend(held.pop("projected")))
+    held["encoded"] = stage("encoder fusion", lambda: model.encoder.fuse(held.pop("attended")))
 
     def select():
         held["selected"] = chosen = model.select_queries(held.pop("encoded"))
@@ -108,11 +113,16 @@ def _torch_forward(side, pixels, threshold: float, meter: _Meter) -> dict:
 
         return hook
 
-    # encoder_input_proj runs between the backbone and the encoder, and is counted with the encoder;
-    # query selection is what runs between the encoder and the decoder
+    # encoder_input_proj runs between the backbone and the encoder; the encoder runs AIFI first (its
+    # position embedding included), then the fusion; query selection is what runs between the encoder
+    # and the decoder
+    aifi = inner.encoder.aifi
+    fusion = aifi[-1].register_forward_hook if len(aifi) else inner.encoder.lateral_convs[0].register_forward_pre_hook
     handles = [
         inner.backbone.register_forward_pre_hook(switch("backbone")),
-        inner.backbone.register_forward_hook(switch("encoder")),
+        inner.backbone.register_forward_hook(switch("encoder input projections")),
+        inner.encoder.register_forward_pre_hook(switch("encoder AIFI")),
+        fusion(switch("encoder fusion")),
         inner.encoder.register_forward_hook(switch("query selection")),
         inner.decoder.register_forward_pre_hook(switch("decoder")),
     ]
@@ -188,7 +198,7 @@ def main(argv=None) -> None:
         default=640,
         help="the input's side where the model folder's preprocessor_config.json does not give it",
     )
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=0.3)
     parser.add_argument("--buffer-pool-mb", type=int, default=None, help="MLX only: mx.set_cache_limit")
     parser.add_argument("--torch-device", default="cpu")
@@ -197,7 +207,7 @@ def main(argv=None) -> None:
     results = run(args)
     Path(args.out).write_text(json.dumps(results, indent=1), encoding="utf-8")
     for s in STAGES:
-        print(f"{args.side} b{args.batch_size} {s:16s} {results['median_seconds'][s] * 1000:8.1f} ms "
+        print(f"{args.side} b{args.batch_size} {s:25s} {results['median_seconds'][s] * 1000:8.1f} ms "
               f"{results['max_peak_above_start_bytes'][s] / 2**20:7.0f} MiB")  # fmt: skip
 
 

@@ -95,6 +95,12 @@ def _detector_table(section: dict | None) -> list[str]:
     return lines + _detector_stages_table(section.get("stages"))
 
 
+def _runs(stages: dict) -> str:
+    """How many measured runs each stage worker made (its ``--repeats``)."""
+    counts = sorted({len(side["runs"]) for sides in stages.values() for side in sides.values()})
+    return " or ".join(map(str, counts))
+
+
 def _detector_stages_table(stages: dict | None) -> list[str]:
     """Time and peak memory per stage of one forward (``benchmarks.detector_stages``), per batch size."""
     if not stages:
@@ -103,9 +109,11 @@ def _detector_stages_table(stages: dict | None) -> list[str]:
         "### Detector stages",
         "",
         "One forward on random pixels at the preprocessor's size, stage by stage (`benchmarks/detector_stages.py`): "
-        "median time of 3 runs after a warm-up; memory is the peak RSS during the stage above the RSS when the "
-        "forward began (Linux `VmHWM`, reset per stage), the highest of the runs. The encoder includes its input "
-        "projections; query selection the decoder's input projections, anchors, the encoder's heads and the top-k.",
+        f"median time of {_runs(stages)} runs after a warm-up; memory is the peak RSS during the stage above the RSS "
+        "when the forward began (Linux `VmHWM`, reset per stage), the highest of the runs. The encoder is in three "
+        "parts: its input projections (1x1 convolutions), AIFI (the transformer layer) and the fusion (CCFM's "
+        "convolutions); query selection is the decoder's input projections, anchors, the encoder's heads and the "
+        "top-k.",
         "",
         "| batch | stage | MLX time | PyTorch time | MLX / PyTorch | MLX memory | PyTorch memory |",
         "|---|---|---|---|---|---|---|",

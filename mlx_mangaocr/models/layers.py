@@ -18,7 +18,8 @@ _ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -
 
 
 def _gelu_rational(x: mx.array) -> mx.array:
-    z = mx.clip(x * 0.7071067811865476, -4.0, 4.0)
+    z = x * 0.7071067811865476
+    z = mx.where(z < -4.0, -4.0, mx.where(z > 4.0, 4.0, z))  # clip, as selects: see ``_exp_poly``
     z2 = z * z
     p = _ERF_P[0]
     for c in _ERF_P[1:]:

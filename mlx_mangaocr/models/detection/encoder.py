@@ -3,6 +3,8 @@ then bottom-up fusion with CSP-RepVGG blocks). NHWC maps."""
 
 from __future__ import annotations
 
+import functools
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -72,9 +74,11 @@ class AIFI(nn.Module):
         return x.reshape(b, h, w, c)
 
 
+@functools.lru_cache(maxsize=16)
 def sincos_position_embedding(height: int, width: int, dims: int, temperature: float) -> mx.array:
     """(1, H*W, dims): ``[sin(h w_k) | cos(h w_k) | sin(w w_k) | cos(w w_k)]`` with
-    ``w_k = temperature^(-k / (dims/4))``, row-major positions; computed in float64 as transformers does."""
+    ``w_k = temperature^(-k / (dims/4))``, row-major positions; computed in float64 as transformers does,
+    once per map size (5 ms of a 20x20 map's 25 ms AIFI layer on this CPU when it was not kept)."""
     quarter = dims // 4
     omega = 1.0 / temperature ** (np.arange(quarter, dtype=np.float64) / quarter)
     grid_h, grid_w = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij")
@@ -139,9 +143,17 @@ class HybridEncoder(nn.Module):
         self.eager = True  # evaluate each fusion block as it is built (see ``backbone.evaluated``)
 
     def __call__(self, maps: list[mx.array]) -> list[mx.array]:
+        return self.fuse(self.attend(maps))
+
+    def attend(self, maps: list[mx.array]) -> list[mx.array]:
+        """AIFI, the transformer layer, on the maps of ``encode_proj_layers``; the others as they are."""
         maps = list(maps)
         for aifi, level in zip(self.encoder, self.encode_proj_layers, strict=False):
             maps[level] = aifi(maps[level])
+        return maps
+
+    def fuse(self, maps: list[mx.array]) -> list[mx.array]:
+        """CCFM: the maps fused top-down, then bottom-up, by convolutions."""
         # top-down
         fpn = [maps[-1]]
         for i, (lateral, block) in enumerate(zip(self.lateral_convs, self.fpn_blocks, strict=True)):
