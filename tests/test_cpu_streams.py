@@ -70,7 +70,7 @@ def test_cpu_linear_and_layer_norm_match_torch_and_mlx():
     weight, bias = (torch.from_numpy(np.array(p)) for p in (norm.weight, norm.bias))
     theirs = torch.nn.functional.layer_norm(torch.from_numpy(x), (256,), weight, bias, 1e-5).numpy()
     assert_fp32_close(ours, theirs, exact, "LayerNorm")
-    small = mx.array(x[:, :10])  # below SPLIT_SIZE: MLX's own layer norm
+    small = mx.array(x[:, :10])  # small (not the encoders' or the detector's): MLX's own layer norm
     assert mx.array_equal(norm(small), mx.fast.layer_norm(small, norm.weight, norm.bias, 1e-5)).item()
 
 
