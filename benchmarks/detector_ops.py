@@ -1,12 +1,13 @@
-"""Where one decoder layer of the detector spends its time on MLX, operation by operation.
+"""Where AIFI and one decoder layer of the detector spend their time on MLX, operation by operation.
 
     python -m benchmarks.detector_ops --model MLX_DETECTOR [--repeats N] [--out F]
 
-The detector's stages (``detector_stages.py``) show the decoder as the stage furthest from
-PyTorch's time. This breaks its first layer down at batch 1 on random pixels at the preprocessor's
-size: self-attention (and its softmax alone, through the library's fused CPU exp and through
+The detector's stages (``detector_stages.py``) show AIFI and the decoder as the stages furthest
+from PyTorch's time. This breaks the decoder's first layer down at batch 1 on random pixels at the
+preprocessor's size: self-attention (and its softmax alone, through the library's fused CPU exp and through
 ``mx.softmax``), the deformable attention's value projection (a matmul PyTorch pays too), its
-sampling taps, the row gather and the weighted sum, and the FFN; plus whether two MLX CPU streams
+sampling taps, the row gather and the weighted sum, and the FFN; AIFI likewise (its projections,
+scores, softmax, weighted sum, FFN, activation and LayerNorm); plus whether two MLX CPU streams
 run at once (they would split the single-threaded elementwise work over two cores). Median of
 ``--repeats`` evaluated calls after a warm-up each.
 """
@@ -30,6 +31,44 @@ def _timed(fn, repeats: int) -> float:
         mx.eval(fn())
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _aifi_ops(net, encoded_input) -> dict:
+    """AIFI, the encoder's transformer layer on the coarsest map, part by part (its input as the
+    forward gives it: the projected last backbone map)."""
+    import mlx.core as mx
+
+    from mlx_mangaocr.models.detection.backbone import ACTIVATIONS
+    from mlx_mangaocr.models.detection.encoder import sincos_position_embedding
+    from mlx_mangaocr.models.layers import _softmax, split_heads
+
+    level = net.encoder.encode_proj_layers[0]
+    x = net.encoder_input_proj[level](encoded_input[level])
+    aifi = net.encoder.encoder[0]
+    b, h, w, c = x.shape
+    tokens = x.reshape(b, h * w, c)
+    layer = aifi.layers[0]
+    pos = sincos_position_embedding(h, w, c, aifi.temperature)
+    attn = layer.self_attn
+    qk = tokens + pos
+    q, k, v = (split_heads(p(t), attn.heads) for p, t in ((attn.q_proj, qk), (attn.k_proj, qk), (attn.v_proj, tokens)))
+    scores = (q * attn.scale) @ k.swapaxes(-1, -2)
+    hidden = layer.fc1(tokens)
+    mx.eval(x, tokens, pos, q, k, v, scores, hidden)
+    gelu = ACTIVATIONS[layer.activation]
+    return {
+        f"AIFI ({h}x{w} map, {len(aifi.layers)} layer)": lambda: aifi(x),
+        "  self-attention, residual and LayerNorm": lambda: layer.self_attn_layer_norm(tokens + attn(tokens, pos)),
+        "  q, k, v projections (matmuls)": lambda: [
+            p(t) for p, t in ((attn.q_proj, qk), (attn.k_proj, qk), (attn.v_proj, tokens))
+        ],  # fmt: skip
+        "  scores (batched matmul)": lambda: (q * attn.scale) @ k.swapaxes(-1, -2),
+        "  softmax, fused CPU exp": lambda: _softmax(scores),
+        "  weighted sum of the values (batched matmul)": lambda: scores @ v,
+        "  FFN linears (matmuls)": lambda: [layer.fc1(tokens), layer.fc2(hidden)],
+        f"  {layer.activation}": lambda: gelu(hidden),
+        "  one LayerNorm": lambda: layer.final_layer_norm(tokens),
+    }
 
 
 def run(model: str, repeats: int) -> dict:
@@ -88,6 +127,7 @@ def run(model: str, repeats: int) -> dict:
         "  weighted sum (batched matmul)": lambda: weights @ sampled,
         "layer: FFN and its LayerNorm": lambda: layer.final_layer_norm(h + layer.fc2(mx.maximum(layer.fc1(h), 0))),
     }
+    ops.update(_aifi_ops(net, encoded_input=net.backbone(pixels)))
     seconds = {name: _timed(fn, repeats) for name, fn in ops.items()}
     gathered = {"rows": int(flat.size), "row_floats": head_dim}
     table, index = np.array(value), np.array(flat.reshape(-1))
@@ -106,8 +146,33 @@ def run(model: str, repeats: int) -> dict:
         return [a, c]
 
     streams = {"one_stream_s": _timed(lambda: mx.exp(big), repeats), "two_streams_s": _timed(split, repeats)}
+    choices = {name: _timed(fn, repeats) for name, fn in _choices(net, memory, where, shapes, attn).items()}
     return {"model": model, "layers": len(net.decoder.layers), "seconds": seconds, "gather": gathered,
-            "exp_720k": streams}  # fmt: skip
+            "exp_720k": streams, "choices": choices}  # fmt: skip
+
+
+def _choices(net, memory, where, shapes, attn) -> dict:
+    """The library's CPU paths against MLX's own, at the detector's shapes: what each is worth."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from mlx_mangaocr.models.detection.decoder import sampling_taps
+    from mlx_mangaocr.models.detection.encoder import sincos_position_embedding
+    from mlx_mangaocr.models.layers import _exp_poly
+
+    norm, aifi = net.enc_output[1], net.encoder.encoder[0]
+    side = net.encoder_input_proj[net.encoder.encode_proj_layers[0]].weight.shape[0]
+    h, w = shapes[net.encoder.encode_proj_layers[0]]  # the map AIFI runs on
+    exp, taps = mx.compile(_exp_poly), mx.compile(lambda at: sampling_taps(at, shapes, attn.discrete))
+    values = mx.random.normal((8, 300, 300))
+    mx.eval(values)
+    return {
+        "LayerNorm of the memory, MLX's own": lambda: nn.LayerNorm.__call__(norm, memory),
+        "LayerNorm of the memory, the library's": lambda: norm(memory),
+        "sampling taps, compiled (as the sampler runs them)": lambda: list(taps(where)),
+        "AIFI position table, computed": lambda: sincos_position_embedding.__wrapped__(h, w, side, aifi.temperature),
+        "exp of 720k values, the compiled polynomial, one stream": lambda: exp(values),
+    }
 
 
 def main(argv=None) -> None:
@@ -123,6 +188,8 @@ def main(argv=None) -> None:
     print(f"row gather in numpy ({g['rows']} rows of {g['row_floats']} floats) {g['numpy_take_s'] * 1e3:8.2f} ms")
     one, two = e["one_stream_s"] * 1e3, e["two_streams_s"] * 1e3
     print(f"exp of 720k values: one CPU stream {one:.2f} ms, split over two {two:.2f} ms")
+    for name, seconds in result["choices"].items():
+        print(f"{name:55s} {seconds * 1e3:8.2f} ms")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1), encoding="utf-8")
 

@@ -236,12 +236,14 @@ def test_paths_are_made_absolute_before_the_workers_run_in_the_checkout(tmp_path
 
 
 def test_detector_ops_breaks_a_decoder_layer_down(small_detector):
-    """benchmarks/detector_ops.py: every operation of the decoder's first layer timed, the gather
-    compared with numpy's, and one CPU stream against two."""
+    """benchmarks/detector_ops.py: every operation of the decoder's first layer and of AIFI timed,
+    the gather compared with numpy's, and one CPU stream against two."""
     from benchmarks.detector_ops import run
 
     result = run(str(small_detector.folder), repeats=1)
-    assert len(result["seconds"]) == 11 and all(s > 0 for s in result["seconds"].values())
+    assert len(result["seconds"]) == 20 and all(s > 0 for s in result["seconds"].values())
+    assert "AIFI (10x10 map, 1 layer)" in result["seconds"] and "  softmax, fused CPU exp" in result["seconds"]
+    assert len(result["choices"]) == 5 and all(s > 0 for s in result["choices"].values())
     assert result["gather"]["rows"] > 0 and result["gather"]["numpy_take_s"] > 0
     assert result["exp_720k"]["one_stream_s"] > 0 and result["exp_720k"]["two_streams_s"] > 0
 

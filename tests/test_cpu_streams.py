@@ -43,24 +43,15 @@ def test_rows_shared_over_the_streams_give_the_same_values(monkeypatch):
     assert not errors and results == [True, True, True] and layers._made["threads"] == layers.STREAM_THREADS
 
 
-def test_cpu_linear_and_layer_norm_match_torch_and_mlx():
-    """The detector's ``Linear`` and ``LayerNorm`` take other CPU paths for large inputs (matmul then
-    bias; row means as matrix-vector products): the product with an inner size of 256 is MLX's own
-    ``nn.Linear`` bit for bit, and both stay within the fp32 bound of PyTorch's error against float64."""
-    import mlx.nn as nn
+def test_cpu_layer_norm_matches_torch_and_mlx():
+    """The detector's ``LayerNorm`` takes another CPU path for large inputs (the row means as
+    matrix-vector products): within the fp32 bound of PyTorch's error against float64, and MLX's
+    own layer norm for small inputs."""
     import torch
     from oracle import assert_fp32_close
 
     rng = np.random.default_rng(2)
-    x = rng.normal(1.5, 3.0, size=(1, 8400, 256)).astype(np.float32)  # a detector memory: above SPLIT_SIZE
-    linear, wide = layers.Linear(256, 256), layers.Linear(1024, 256)
-    assert mx.array_equal(linear(mx.array(x)), nn.Linear.__call__(linear, mx.array(x))).item()
-    x_wide = rng.normal(size=(1, 1200, 1024)).astype(np.float32)
-    for layer, inputs in ((linear, x), (wide, x_wide)):
-        w, b = np.array(layer.weight), np.array(layer.bias)
-        exact = inputs.astype(np.float64) @ w.T.astype(np.float64) + b
-        theirs = torch.nn.functional.linear(*map(torch.from_numpy, (inputs, w, b))).numpy()
-        assert_fp32_close(np.array(layer(mx.array(inputs))), theirs, exact, "Linear")
+    x = rng.normal(1.5, 3.0, size=(1, 8400, 256)).astype(np.float32)  # the detector's memory
     norm = layers.LayerNorm(256, eps=1e-5)
     norm.weight, norm.bias = (mx.array(rng.normal(size=256).astype(np.float32)) for _ in range(2))
     ours = np.array(norm(mx.array(x)))

@@ -198,23 +198,6 @@ def attention(
     return _softmax((q * scale) @ k.swapaxes(-1, -2)) @ v
 
 
-def _on_cpu(size: int, dtype: mx.Dtype) -> bool:
-    """Large float32 work on the CPU, outside training's traced step (see ``_cpu_fast_path``)."""
-    return _cpu_fast_path(size, dtype) and size >= SPLIT_SIZE
-
-
-class Linear(nn.Linear):
-    """``nn.Linear``, except for large outputs on the CPU: there MLX's ``addmm`` first copies the bias,
-    broadcast, into the output element by element (1 ms of a 7.3 ms projection of 8,400 tokens), so
-    the product is taken and the bias added after. For an inner size that one GEMM block holds (the
-    detector's 256) that is the same float32 sum, bit for bit; otherwise within its rounding."""
-
-    def __call__(self, x: mx.array) -> mx.array:
-        if "bias" not in self or not _on_cpu(x.size // x.shape[-1] * self.weight.shape[0], x.dtype):
-            return super().__call__(x)
-        return x @ self.weight.T + self.bias
-
-
 class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm``, except for large inputs on the CPU, where MLX's layer norm runs as ten
     separate passes with slow row reductions (5.7 ms for 8,400 tokens of 256; 0.22 ms for 300): the

@@ -6,7 +6,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..layers import LayerNorm, Linear, split_over_cpu_streams
+from ..layers import LayerNorm, split_over_cpu_streams
 from .backbone import ACTIVATIONS
 from .config import DetectorConfig
 from .encoder import SelfAttention
@@ -18,7 +18,7 @@ class MLP(nn.Module):
     def __init__(self, in_dims: int, hidden: int, out_dims: int, num_layers: int):
         super().__init__()
         sizes = [in_dims] + [hidden] * (num_layers - 1) + [out_dims]
-        self.layers = [Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        self.layers = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
 
     def __call__(self, x: mx.array) -> mx.array:
         for i, layer in enumerate(self.layers):
@@ -99,10 +99,10 @@ class DeformableAttention(nn.Module):
         self.heads, self.levels, self.points = heads, config.decoder_n_levels, config.decoder_n_points
         self.offset_scale = config.decoder_offset_scale
         self.discrete = config.decoder_method == "discrete"
-        self.sampling_offsets = Linear(d, heads * self.levels * self.points * 2)
-        self.attention_weights = Linear(d, heads * self.levels * self.points)
-        self.value_proj = Linear(d, d)
-        self.output_proj = Linear(d, d)
+        self.sampling_offsets = nn.Linear(d, heads * self.levels * self.points * 2)
+        self.attention_weights = nn.Linear(d, heads * self.levels * self.points)
+        self.value_proj = nn.Linear(d, d)
+        self.output_proj = nn.Linear(d, d)
 
     def __call__(self, query: mx.array, memory: mx.array, shapes: list[tuple[int, int]], ref: mx.array) -> mx.array:
         b, q, d = query.shape
@@ -136,8 +136,8 @@ class DecoderLayer(nn.Module):
         self.self_attn_layer_norm = LayerNorm(d, eps=config.layer_norm_eps)
         self.encoder_attn = DeformableAttention(config)
         self.encoder_attn_layer_norm = LayerNorm(d, eps=config.layer_norm_eps)
-        self.fc1 = Linear(d, config.decoder_ffn_dim)
-        self.fc2 = Linear(config.decoder_ffn_dim, d)
+        self.fc1 = nn.Linear(d, config.decoder_ffn_dim)
+        self.fc2 = nn.Linear(config.decoder_ffn_dim, d)
         self.final_layer_norm = LayerNorm(d, eps=config.layer_norm_eps)
         self.activation = config.decoder_activation_function
 
@@ -158,7 +158,7 @@ class Decoder(nn.Module):
         d = config.d_model
         self.layers = [DecoderLayer(config) for _ in range(config.decoder_layers)]
         self.query_pos_head = MLP(4, 2 * d, d, num_layers=2)
-        self.class_embed = [Linear(d, config.num_labels) for _ in range(config.decoder_layers)]
+        self.class_embed = [nn.Linear(d, config.num_labels) for _ in range(config.decoder_layers)]
         self.bbox_embed = [MLP(d, d, 4, num_layers=3) for _ in range(config.decoder_layers)]
 
     def __call__(self, target, memory, shapes, ref_logits) -> tuple[mx.array, mx.array]:

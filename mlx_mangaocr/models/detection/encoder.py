@@ -9,7 +9,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..layers import LayerNorm, Linear, attention, merge_heads, split_heads
+from ..layers import LayerNorm, attention, merge_heads, split_heads
 from .backbone import ACTIVATIONS, ConvNorm, evaluated
 from .config import DetectorConfig
 
@@ -21,10 +21,10 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.scale = (dims // heads) ** -0.5
-        self.q_proj = Linear(dims, dims)
-        self.k_proj = Linear(dims, dims)
-        self.v_proj = Linear(dims, dims)
-        self.out_proj = Linear(dims, dims)
+        self.q_proj = nn.Linear(dims, dims)
+        self.k_proj = nn.Linear(dims, dims)
+        self.v_proj = nn.Linear(dims, dims)
+        self.out_proj = nn.Linear(dims, dims)
 
     def __call__(self, x: mx.array, pos: mx.array | None) -> mx.array:
         qk = x if pos is None else x + pos
@@ -41,8 +41,8 @@ class EncoderLayer(nn.Module):
         d = config.encoder_hidden_dim
         self.self_attn = SelfAttention(d, config.encoder_attention_heads)
         self.self_attn_layer_norm = LayerNorm(d, eps=config.layer_norm_eps)
-        self.fc1 = Linear(d, config.encoder_ffn_dim)
-        self.fc2 = Linear(config.encoder_ffn_dim, d)
+        self.fc1 = nn.Linear(d, config.encoder_ffn_dim)
+        self.fc2 = nn.Linear(config.encoder_ffn_dim, d)
         self.final_layer_norm = LayerNorm(d, eps=config.layer_norm_eps)
         self.activation = config.encoder_activation_function
         self.pre_norm = config.normalize_before

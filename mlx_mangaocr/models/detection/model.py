@@ -10,7 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..layers import LayerNorm, Linear
+from ..layers import LayerNorm
 from .backbone import Backbone, Conv2d
 from .config import DetectorConfig
 from .decoder import MLP, Decoder
@@ -70,8 +70,8 @@ class DetectorModel(nn.Module):
         self.backbone = Backbone(config.backbone)
         self.encoder_input_proj = [Conv2d(c, config.encoder_hidden_dim, 1) for c in config.encoder_in_channels]
         self.encoder = HybridEncoder(config)
-        self.enc_output = [Linear(d, d), LayerNorm(d, eps=config.layer_norm_eps)]
-        self.enc_score_head = Linear(d, config.num_labels)
+        self.enc_output = [nn.Linear(d, d), LayerNorm(d, eps=config.layer_norm_eps)]
+        self.enc_score_head = nn.Linear(d, config.num_labels)
         self.enc_bbox_head = MLP(d, d, 4, num_layers=3)
         self.decoder_input_proj = [Conv2d(c, d, 1) for c in config.decoder_in_channels]
         extra_in = config.decoder_in_channels[-1]
