@@ -85,7 +85,8 @@ def sample_values(table, loc, weights, first, shapes, discrete: bool, heads: int
 
 
 # one fused graph: its ~40 small elementwise operations on the taps (for 300 queries, 115k points) in a
-# few kernels (on this CPU the taps take 1.1 ms instead of 2.3); the same operations, the same values
+# few kernels (on this CPU the taps take 1.1 ms instead of 2.4, ``benchmarks.detector_ops``); the same
+# operations, the same values
 _sample_compiled = mx.compile(sample_values)
 
 
