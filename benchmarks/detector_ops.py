@@ -33,7 +33,7 @@ def _timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _aifi_ops(net, encoded_input) -> dict:
+def _aifi_ops(net, backbone_maps) -> dict:
     """AIFI, the encoder's transformer layer on the coarsest map, part by part (its input as the
     forward gives it: the projected last backbone map)."""
     import mlx.core as mx
@@ -43,7 +43,7 @@ def _aifi_ops(net, encoded_input) -> dict:
     from mlx_mangaocr.models.layers import _softmax, split_heads
 
     level = net.encoder.encode_proj_layers[0]
-    x = net.encoder_input_proj[level](encoded_input[level])
+    x = net.encoder_input_proj[level](backbone_maps[level])
     aifi = net.encoder.encoder[0]
     b, h, w, c = x.shape
     tokens = x.reshape(b, h * w, c)
@@ -86,7 +86,8 @@ def run(model: str, repeats: int) -> dict:
     if config.is_file():  # the size the image processor resizes every page to
         size = {**size, **json.loads(config.read_text(encoding="utf-8")).get("size", {})}
     pixels = mx.array(np.random.default_rng(0).random((1, size["height"], size["width"], 3), dtype=np.float32))
-    encoded = net.encode(net.backbone(pixels))
+    backbone_maps = net.backbone(pixels)
+    encoded = net.encode(backbone_maps)
     chosen = net.select_queries(encoded)
     mx.eval(chosen.target, chosen.memory, chosen.ref_logits)
     layer, memory, shapes = net.decoder.layers[0], chosen.memory, chosen.shapes
@@ -127,7 +128,7 @@ def run(model: str, repeats: int) -> dict:
         "  weighted sum (batched matmul)": lambda: weights @ sampled,
         "layer: FFN and its LayerNorm": lambda: layer.final_layer_norm(h + layer.fc2(mx.maximum(layer.fc1(h), 0))),
     }
-    ops.update(_aifi_ops(net, encoded_input=net.backbone(pixels)))
+    ops.update(_aifi_ops(net, backbone_maps))
     seconds = {name: _timed(fn, repeats) for name, fn in ops.items()}
     gathered = {"rows": int(flat.size), "row_floats": head_dim}
     table, index = np.array(value), np.array(flat.reshape(-1))
@@ -161,7 +162,6 @@ def _choices(net, memory, where, shapes, attn) -> dict:
     from mlx_mangaocr.models.layers import _exp_poly
 
     norm, aifi = net.enc_output[1], net.encoder.encoder[0]
-    side = net.encoder_input_proj[net.encoder.encode_proj_layers[0]].weight.shape[0]
     h, w = shapes[net.encoder.encode_proj_layers[0]]  # the map AIFI runs on
     exp, taps = mx.compile(_exp_poly), mx.compile(lambda at: sampling_taps(at, shapes, attn.discrete))
     values = mx.random.normal((8, 300, 300))
@@ -170,7 +170,9 @@ def _choices(net, memory, where, shapes, attn) -> dict:
         "LayerNorm of the memory, MLX's own": lambda: nn.LayerNorm.__call__(norm, memory),
         "LayerNorm of the memory, the library's": lambda: norm(memory),
         "sampling taps, compiled (as the sampler runs them)": lambda: list(taps(where)),
-        "AIFI position table, computed": lambda: sincos_position_embedding.__wrapped__(h, w, side, aifi.temperature),
+        "AIFI position table, computed": lambda: sincos_position_embedding.__wrapped__(
+            h, w, net.config.encoder_hidden_dim, aifi.temperature
+        ),
         "exp of 720k values, the compiled polynomial, one stream": lambda: exp(values),
     }
 
