@@ -10,14 +10,17 @@ transformers' own forward, timed by hooks on its submodules (a CPU runs it synch
 the same stages with an evaluation after each. Memory per stage is the process's peak RSS during it
 above the RSS before the forward (Linux's VmHWM, reset through ``/proc/self/clear_refs``), so both
 sides are measured by the same rule (on Linux; elsewhere only times are taken); MLX adds its
-allocator's own figures (peak, pool of freed buffers). Random pixels at the preprocessor's size
-are the input: the stages do not look at them.
+allocator's own figures (peak, pool of freed buffers). Each stage also counts the minor page faults
+the process took during it (``getrusage``): memory new to the process faults in page by page, and
+on a machine where a fault is dear that decides the time of stages with large intermediates. Random
+pixels at the preprocessor's size are the input: the stages do not look at them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -40,21 +43,28 @@ def _reset_hwm() -> None:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
 
 
+def _page_faults() -> int:
+    """Minor page faults of the whole process so far (all its threads, MLX's stream threads too)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class _Meter:
-    """Time and peak RSS (above ``base``) per stage of one forward; ``sync`` waits for the device."""
+    """Time, peak RSS (above ``base``) and minor page faults per stage of one forward; ``sync``
+    waits for the device."""
 
     def __init__(self, base: int, sync=lambda: None):
-        self.base, self.seconds, self.peak, self.sync = base, {}, {}, sync
-        self._stage, self._t = None, 0.0
+        self.base, self.seconds, self.peak, self.faults, self.sync = base, {}, {}, {}, sync
+        self._stage, self._t, self._f = None, 0.0, 0
 
     def start(self, stage: str) -> None:
         self.sync()
         _reset_hwm()
-        self._stage, self._t = stage, time.perf_counter()
+        self._stage, self._f, self._t = stage, _page_faults(), time.perf_counter()
 
     def stop(self) -> None:
         self.sync()
         self.seconds[self._stage] = self.seconds.get(self._stage, 0.0) + time.perf_counter() - self._t
+        self.faults[self._stage] = self.faults.get(self._stage, 0) + _page_faults() - self._f
         self.peak[self._stage] = max(self.peak.get(self._stage, 0), _hwm_bytes() - self.base)
 
 
@@ -170,7 +180,8 @@ def run(args) -> dict:
         base = rss_bytes()
         meter = _Meter(base or 0, sync)
         info = forward(side, pixels, args.threshold, meter)
-        runs.append({"seconds": meter.seconds, "peak_above_start_bytes": meter.peak, **info})
+        runs.append({"seconds": meter.seconds, "peak_above_start_bytes": meter.peak, "page_faults": meter.faults,
+                     **info})  # fmt: skip
     measured = runs[1:]
     from .sides import facts
 
@@ -184,6 +195,7 @@ def run(args) -> dict:
         "runs": measured,
         "median_seconds": {s: statistics.median(r["seconds"][s] for r in measured) for s in STAGES},
         "max_peak_above_start_bytes": {s: max(r["peak_above_start_bytes"][s] for r in measured) for s in STAGES},
+        "median_page_faults": {s: statistics.median(r["page_faults"][s] for r in measured) for s in STAGES},
     }
 
 
@@ -208,7 +220,8 @@ def main(argv=None) -> None:
     Path(args.out).write_text(json.dumps(results, indent=1), encoding="utf-8")
     for s in STAGES:
         print(f"{args.side} b{args.batch_size} {s:25s} {results['median_seconds'][s] * 1000:8.1f} ms "
-              f"{results['max_peak_above_start_bytes'][s] / 2**20:7.0f} MiB")  # fmt: skip
+              f"{results['max_peak_above_start_bytes'][s] / 2**20:7.0f} MiB "
+              f"{results['median_page_faults'][s]:9.0f} page faults")  # fmt: skip
 
 
 if __name__ == "__main__":

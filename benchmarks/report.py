@@ -101,6 +101,11 @@ def _runs(stages: dict) -> str:
     return " or ".join(map(str, counts))
 
 
+def _count(value) -> str:
+    """A count, or a dash where a result predates it."""
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def _detector_stages_table(stages: dict | None) -> list[str]:
     """Time and peak memory per stage of one forward (``benchmarks.detector_stages``), per batch size."""
     if not stages:
@@ -113,10 +118,12 @@ def _detector_stages_table(stages: dict | None) -> list[str]:
         "when the forward began (Linux `VmHWM`, reset per stage), the highest of the runs. The encoder is in three "
         "parts: its input projections (1x1 convolutions), AIFI (the transformer layer) and the fusion (CCFM's "
         "convolutions); query selection is the decoder's input projections, anchors, the encoder's heads and the "
-        "top-k.",
+        "top-k. Page faults are the process's minor faults during the stage, median of the runs: memory new to "
+        "the process faults in page by page.",
         "",
-        "| batch | stage | MLX time | PyTorch time | MLX / PyTorch | MLX memory | PyTorch memory |",
-        "|---|---|---|---|---|---|---|",
+        "| batch | stage | MLX time | PyTorch time | MLX / PyTorch | MLX memory | PyTorch memory | MLX page faults "
+        "| PyTorch page faults |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for batch, sides in stages.items():
         mlx, torch = sides["mlx"], sides["torch"]
@@ -124,8 +131,10 @@ def _detector_stages_table(stages: dict | None) -> list[str]:
         for stage in detector_stages.STAGES:
             a, b = mlx["median_seconds"][stage], torch["median_seconds"][stage]
             ma, mb = mlx["max_peak_above_start_bytes"][stage], torch["max_peak_above_start_bytes"][stage]
+            fa, fb = (side.get("median_page_faults", {}).get(stage) for side in (mlx, torch))
             lines.append(f"| {batch} | {stage} | {_ms(a)} | {_ms(b)} | {_ratio(a, b)} | "
-                         f"{_mb(ma) if memory else '-'} | {_mb(mb) if memory else '-'} |")  # fmt: skip
+                         f"{_mb(ma) if memory else '-'} | {_mb(mb) if memory else '-'} | {_count(fa)} | "
+                         f"{_count(fb)} |")  # fmt: skip
     return lines + [""]
 
 
