@@ -122,7 +122,10 @@ def run(model: str, repeats: int) -> dict:
         "  softmax of its scores, mx.softmax": lambda: mx.softmax(scores, axis=-1),
         "layer: deformable attention": lambda: attn(q, memory, shapes, ref),
         "  value projection (a matmul)": lambda: attn.value_proj(memory),
-        "  sampling locations and attention weights": lambda: [loc(), mx.softmax(attn.attention_weights(q))],
+        "  sampling locations and attention weights": lambda: [
+            loc(),
+            _softmax(attn.attention_weights(q).reshape(b, nq, heads, levels * points)),
+        ],
         "  sampling taps (rows and bilinear weights)": lambda: list(sampling_taps(where, shapes, attn.discrete)),
         "  row gather (mx.take)": lambda: mx.take(value, flat.reshape(-1), axis=0),
         "  weighted sum (batched matmul)": lambda: weights @ sampled,
@@ -159,13 +162,24 @@ def _choices(net, memory, where, shapes, attn) -> dict:
 
     from mlx_mangaocr.models.detection.decoder import sampling_taps
     from mlx_mangaocr.models.detection.encoder import sincos_position_embedding
-    from mlx_mangaocr.models.layers import _exp_poly
+    from mlx_mangaocr.models.layers import _exp_poly, _softmax, attention
 
     norm, aifi = net.enc_output[1], net.encoder.encoder[0]
     h, w = shapes[net.encoder.encode_proj_layers[0]]  # the map AIFI runs on
     exp, taps = mx.compile(_exp_poly), mx.compile(lambda at: sampling_taps(at, shapes, attn.discrete))
     values = mx.random.normal((8, 300, 300))
-    mx.eval(values)
+    heads, queries = attn.heads, where.shape[1]
+    head_dim = net.config.d_model // heads
+    scale = head_dim**-0.5
+    # random queries, keys and values of the decoder's self-attention and of AIFI's (scores of a few units)
+    dec, enc = (mx.random.normal((3, 1, heads, n, head_dim)) for n in (queries, h * w))
+    lp = attn.levels * attn.points
+    logits = mx.random.normal((1, queries, heads, lp))
+    mx.eval(values, dec, enc, logits)
+
+    def by_rows(qkv):  # the softmax along the rows, as before the column layout
+        return _softmax((qkv[0] * scale) @ qkv[1].swapaxes(-1, -2)) @ qkv[2]
+
     return {
         "LayerNorm of the memory, MLX's own": lambda: nn.LayerNorm.__call__(norm, memory),
         "LayerNorm of the memory, the library's": lambda: norm(memory),
@@ -174,6 +188,15 @@ def _choices(net, memory, where, shapes, attn) -> dict:
             h, w, net.config.encoder_hidden_dim, aifi.temperature
         ),
         "exp of 720k values, the compiled polynomial, one stream": lambda: exp(values),
+        "decoder self-attention core, the library's (scores by columns)": lambda: attention(*dec, scale),
+        "decoder self-attention core, softmax by rows (fused exp)": lambda: by_rows(dec),
+        "decoder self-attention core, MLX's fused attention": lambda: mx.fast.scaled_dot_product_attention(
+            *dec, scale=scale
+        ),
+        "AIFI attention core, the library's (scores by columns)": lambda: attention(*enc, scale),
+        "AIFI attention core, softmax by rows (fused exp)": lambda: by_rows(enc),
+        "deformable attention weights' softmax, the library's": lambda: _softmax(logits),
+        "deformable attention weights' softmax, MLX's": lambda: mx.softmax(logits, axis=-1, precise=True),
     }
 
 

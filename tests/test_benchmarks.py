@@ -102,9 +102,13 @@ def test_detector_section(bench):
             data = stages[side]
             assert data["batch_size"] == int(batch) and data["input"] == [320, 320]  # the small detector's size
             assert all(data["median_seconds"][s] > 0 for s in STAGES)
+            assert set(data["median_page_faults"]) == set(STAGES)
             if sys.platform.startswith("linux"):
                 assert data["memory_measured"] and data["max_peak_above_start_bytes"]["backbone"] > 0
+                # the warm-up forward touches memory new to the process: its stages take page faults
+                assert sum(data["warm_up"]["page_faults"].values()) > 0
     assert "### Detector stages" in (bench / "results.md").read_text(encoding="utf-8")
+    assert "| MLX page faults | PyTorch page faults |" in (bench / "results.md").read_text(encoding="utf-8")
     assert agreement["matched"] == agreement["mlx_detections"] == agreement["torch_detections"]
 
 
@@ -243,7 +247,7 @@ def test_detector_ops_breaks_a_decoder_layer_down(small_detector):
     result = run(str(small_detector.folder), repeats=1)
     assert len(result["seconds"]) == 20 and all(s > 0 for s in result["seconds"].values())
     assert "AIFI (10x10 map, 1 layer)" in result["seconds"] and "  softmax, fused CPU exp" in result["seconds"]
-    assert len(result["choices"]) == 5 and all(s > 0 for s in result["choices"].values())
+    assert len(result["choices"]) == 12 and all(s > 0 for s in result["choices"].values())
     assert result["gather"]["rows"] > 0 and result["gather"]["numpy_take_s"] > 0
     assert result["exp_720k"]["one_stream_s"] > 0 and result["exp_720k"]["two_streams_s"] > 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..layers import LayerNorm, split_over_cpu_streams
+from ..layers import LayerNorm, softmax, split_over_cpu_streams
 from .backbone import ACTIVATIONS
 from .config import DetectorConfig
 from .encoder import SelfAttention
@@ -111,7 +111,7 @@ class DeformableAttention(nn.Module):
         head_dim = d // heads
         value = self.value_proj(memory)  # (B, S, d): row (n * S + s) * heads + h of the table below
         offsets = self.sampling_offsets(query).reshape(b, q, heads, lp, 2)
-        weights = mx.softmax(self.attention_weights(query).reshape(b, q, heads, lp), axis=-1, precise=True)
+        weights = softmax(self.attention_weights(query).reshape(b, q, heads, lp))
         scale = mx.array([1 / self.points] * lp, dtype=query.dtype)[:, None]  # n_points_scale
         loc = ref[:, :, None, None, :2] + offsets * scale * ref[:, :, None, None, 2:] * self.offset_scale
         loc = loc.transpose(0, 2, 1, 3, 4).reshape(b * heads, q, self.levels, self.points, 2)
