@@ -4,11 +4,13 @@
 
 The detector's stages (``detector_stages.py``) show AIFI and the decoder as the stages furthest
 from PyTorch's time. This breaks the decoder's first layer down at batch 1 on random pixels at the
-preprocessor's size: self-attention (and its softmax alone, through the library's fused CPU exp and through
-``mx.softmax``), the deformable attention's value projection (a matmul PyTorch pays too), its
-sampling taps, the row gather and the weighted sum, and the FFN; AIFI likewise (its projections,
-scores, softmax, weighted sum, FFN, activation and LayerNorm); plus whether two MLX CPU streams
-run at once (they would split the single-threaded elementwise work over two cores). Median of
+preprocessor's size: self-attention (and a softmax of its scores by rows alone, through the library's
+fused CPU exp and through ``mx.softmax``), the deformable attention's value projection (a matmul
+PyTorch pays too), its sampling taps, the row gather and the weighted sum, and the FFN; AIFI
+likewise (its projections, scores, a softmax by rows, weighted sum, FFN, activation and LayerNorm);
+whether two MLX CPU streams run at once (they would split the single-threaded elementwise work over
+two cores); and the library's CPU paths against MLX's own and against the layout they replaced
+(attention cores by columns and by rows, row against column reductions). Median of
 ``--repeats`` evaluated calls after a warm-up each.
 """
 
@@ -63,7 +65,7 @@ def _aifi_ops(net, backbone_maps) -> dict:
             p(t) for p, t in ((attn.q_proj, qk), (attn.k_proj, qk), (attn.v_proj, tokens))
         ],  # fmt: skip
         "  scores (batched matmul)": lambda: (q * attn.scale) @ k.swapaxes(-1, -2),
-        "  softmax, fused CPU exp": lambda: _softmax(scores),
+        "  softmax by rows, fused CPU exp": lambda: _softmax(scores),
         "  weighted sum of the values (batched matmul)": lambda: scores @ v,
         "  FFN linears (matmuls)": lambda: [layer.fc1(tokens), layer.fc2(hidden)],
         f"  {layer.activation}": lambda: gelu(hidden),
@@ -118,7 +120,7 @@ def run(model: str, repeats: int) -> dict:
     ops = {
         "decoder (all layers and heads)": lambda: list(net.decoder(chosen.target, memory, shapes, chosen.ref_logits)),
         "layer: self-attention and its LayerNorm": lambda: layer.self_attn_layer_norm(h + layer.self_attn(h, pos)),
-        "  softmax of its scores, fused CPU exp": lambda: _softmax(scores),
+        "  softmax of its scores by rows, fused CPU exp": lambda: _softmax(scores),
         "  softmax of its scores, mx.softmax": lambda: mx.softmax(scores, axis=-1),
         "layer: deformable attention": lambda: attn(q, memory, shapes, ref),
         "  value projection (a matmul)": lambda: attn.value_proj(memory),

@@ -166,3 +166,22 @@ def test_cpu_attention_softmax_equals_torch():
     record("polynomial exp, worst error in float32 ulps (2^-23 relative)", float((error / exp).max() / (2 * U)))
     small = [mx.array(a[:, :, :5]) for a in (q, k, v)]
     assert mx.array_equal(layers.attention(*small, 0.125), mx.fast.scaled_dot_product_attention(*small, scale=0.125))
+
+
+def test_cpu_attention_with_fewer_queries_than_keys_equals_torch():
+    """The CPU path with as many queries as keys nowhere: the OCR decoder's cross-attention during a
+    batched decode step (one query a row over 197 encoder tokens) and 300 queries over 400 keys, both
+    large enough to take the column layout."""
+    from mlx_mangaocr.models import layers
+
+    rng = np.random.default_rng(1)
+    for queries, keys, rows in ((1, 197, 48), (300, 400, 1)):
+        q = rng.normal(0, 2, size=(rows, 8, queries, 32)).astype(np.float32)
+        k, v = (rng.normal(0, 2, size=(rows, 8, keys, 32)).astype(np.float32) for _ in range(2))
+        assert layers._cpu_fast_path(rows * 8 * queries * keys, mx.float32)  # the path under test
+        args = [torch.from_numpy(a) for a in (q, k, v)]
+        reference = torch.nn.functional.scaled_dot_product_attention(*args, scale=32**-0.5)
+        exact = torch.nn.functional.scaled_dot_product_attention(*(a.double() for a in args), scale=32**-0.5)
+        ours = np.array(layers.attention(mx.array(q), mx.array(k), mx.array(v), 32**-0.5))
+        assert ours.shape == (rows, 8, queries, 32)
+        assert_fp32_close(ours, reference.numpy(), exact.numpy(), f"attention, {queries} queries over {keys} keys")

@@ -173,8 +173,8 @@ class _CpuFused:
 
 
 _gelu = _CpuFused(_gelu_rational, nn.gelu)
-# from 4096 values: the detector's deformable attention weights (28.8k values a layer) take 0.13 ms
-# through the compiled softmax, 0.43 ms through MLX's
+# from 4096 values: the detector's deformable attention weights (28.8k values a layer) take 0.15 ms
+# through the compiled softmax, 0.43 ms through MLX's (``benchmarks.detector_ops``)
 _softmax = _CpuFused(_softmax_poly, lambda x: mx.softmax(x, axis=-1, precise=True), min_size=4096)
 _exp_minus = _CpuFused(_exp_shifted_poly, _exp_shifted, min_size=0, split=split_over_cpu_streams)
 _silu = _CpuFused(_silu_poly, nn.silu)
@@ -202,9 +202,11 @@ def attention(
     q: mx.array, k: mx.array, v: mx.array, scale: float, mask: mx.array | None = None, dropout: Dropout | None = None
 ) -> mx.array:
     """Attention over (B, heads, L, d) arrays: ``mx.fast.scaled_dot_product_attention``, except on
-    the CPU for large unmasked float32 score matrices (the encoders, the detector's decoder), where
-    ``_attention_by_columns`` runs it (same values to float32 rounding, ~2x faster), and in training
-    with attention dropout, which drops attention weights as transformers does."""
+    the CPU for large unmasked float32 score matrices (the encoders, the detector's decoder, the OCR
+    decoder's cross-attention for batches of 28 rows or more), where
+    ``_attention_by_columns`` runs it (same values to float32 rounding; 3.5 against 11.5 ms for the
+    detector decoder's self-attention, ``benchmarks.detector_ops``), and in training with attention
+    dropout, which drops attention weights as transformers does."""
     if dropout is not None and dropout.active:
         scores = (q * scale) @ k.swapaxes(-1, -2)
         if mask is not None:
@@ -221,9 +223,9 @@ def attention(
 def _attention_by_columns(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
     """``softmax(q k^T scale) v`` with the scores transposed, (B, heads, keys, queries): a query's
     scores run down a column, so the softmax's max and sum are reductions over the second-last axis,
-    which MLX's CPU backend runs about 3x faster than over the last (0.16 against 0.48 ms for the
-    detector decoder's 720k scores); the exp goes through the fused polynomial, and the sum divides
-    the weighted values (queries x head size) rather than the scores (queries x keys)."""
+    which MLX's CPU backend runs about 3x faster than over the last (max of 720k scores: 0.15
+    against 0.48 ms, ``benchmarks.detector_ops``); the exp goes through the fused polynomial, and
+    the sum divides the weighted values (queries x head size) rather than the scores (queries x keys)."""
     b, h, lq, _ = q.shape
     lk = k.shape[2]
     scores = k @ (q * scale).swapaxes(-1, -2)
