@@ -246,7 +246,7 @@ def test_detector_ops_breaks_a_decoder_layer_down(small_detector):
 
     result = run(str(small_detector.folder), repeats=1)
     assert len(result["seconds"]) == 20 and all(s > 0 for s in result["seconds"].values())
-    assert "AIFI (10x10 map, 1 layer)" in result["seconds"] and "  softmax, fused CPU exp" in result["seconds"]
+    assert "AIFI (10x10 map, 1 layer)" in result["seconds"] and "  softmax by rows, fused CPU exp" in result["seconds"]
     assert len(result["choices"]) == 16 and all(s > 0 for s in result["choices"].values())
     assert result["gather"]["rows"] > 0 and result["gather"]["numpy_take_s"] > 0
     assert result["exp_720k"]["one_stream_s"] > 0 and result["exp_720k"]["two_streams_s"] > 0

@@ -1,6 +1,7 @@
 """``mlx_mangaocr.MangaOcr`` and the ``manga_ocr`` alias against the real upstream package
 (manga-ocr 0.1.16, in the test extras): same strings, same call patterns as the tools that embed it."""
 
+import inspect
 import shutil
 import subprocess
 import sys
@@ -178,9 +179,11 @@ def test_alias_in_process_and_its_errors(tiny, monkeypatch):
     from mlx_mangaocr.frontends import compat, dropin
 
     saved = {n: m for n, m in sys.modules.items() if n == "manga_ocr" or n.startswith("manga_ocr.")}
+    inspect.stack()  # inspect maps each module in sys.modules to its file: the real manga_ocr's here
     try:
         package = compat.install()
         assert compat.install() is package  # idempotent
+        inspect.stack()  # and must not fail on the alias that replaced it (wordfreq calls it on import)
         import manga_ocr as aliased
         import manga_ocr.ocr
 

@@ -42,7 +42,8 @@ def install() -> types.ModuleType:
     package = types.ModuleType("manga_ocr", "manga-ocr's API, served by mlx-mangaocr (MLX).")
     package.__mlx_mangaocr__ = True
     package.__path__ = real  # upstream's other modules (run, __main__) stay importable
-    package.__file__ = None
+    # no __file__ at all (as a namespace package): inspect, which libraries call on import, skips
+    # modules without one, and fails on a __file__ of None once it has mapped the real manga_ocr's
     package.__version__ = _real_version() or __version__
     package.MangaOcr = dropin.MangaOcr
     package.ocr = dropin
