@@ -152,13 +152,14 @@ def run(model: str, repeats: int) -> dict:
         return [a, c]
 
     streams = {"one_stream_s": _timed(lambda: mx.exp(big), repeats), "two_streams_s": _timed(split, repeats)}
-    choices = {name: _timed(fn, repeats) for name, fn in _choices(net, memory, where, shapes, attn).items()}
+    choices = {name: _timed(fn, repeats) for name, fn in _choices(net, memory, where, shapes, attn, big).items()}
     return {"model": model, "layers": len(net.decoder.layers), "seconds": seconds, "gather": gathered,
             "exp_720k": streams, "choices": choices}  # fmt: skip
 
 
-def _choices(net, memory, where, shapes, attn) -> dict:
-    """The library's CPU paths against MLX's own, at the detector's shapes: what each is worth."""
+def _choices(net, memory, where, shapes, attn, values) -> dict:
+    """The library's CPU paths against MLX's own, at the detector's shapes: what each is worth.
+    ``values``: 720k random scores, (8, 300, 300), as the decoder's self-attention makes them."""
     import mlx.core as mx
     import mlx.nn as nn
 
@@ -169,7 +170,6 @@ def _choices(net, memory, where, shapes, attn) -> dict:
     norm, aifi = net.enc_output[1], net.encoder.encoder[0]
     h, w = shapes[net.encoder.encode_proj_layers[0]]  # the map AIFI runs on
     exp, taps = mx.compile(_exp_poly), mx.compile(lambda at: sampling_taps(at, shapes, attn.discrete))
-    values = mx.random.normal((8, 300, 300))
     heads, queries = attn.heads, where.shape[1]
     head_dim = net.config.d_model // heads
     scale = head_dim**-0.5
@@ -177,7 +177,7 @@ def _choices(net, memory, where, shapes, attn) -> dict:
     dec, enc = (mx.random.normal((3, 1, heads, n, head_dim)) for n in (queries, h * w))
     lp = attn.levels * attn.points
     logits = mx.random.normal((1, queries, heads, lp))
-    mx.eval(values, dec, enc, logits)
+    mx.eval(dec, enc, logits)
 
     def by_rows(qkv):  # the softmax along the rows, as before the column layout
         return _softmax((qkv[0] * scale) @ qkv[1].swapaxes(-1, -2)) @ qkv[2]

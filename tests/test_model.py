@@ -169,9 +169,9 @@ def test_cpu_attention_softmax_equals_torch():
 
 
 def test_cpu_attention_with_fewer_queries_than_keys_equals_torch():
-    """The CPU path with as many queries as keys nowhere: the OCR decoder's cross-attention during a
-    batched decode step (one query a row over 197 encoder tokens) and 300 queries over 400 keys, both
-    large enough to take the column layout."""
+    """The CPU path with fewer queries than keys: the OCR decoder's cross-attention during a batched
+    decode step (one query a row over 197 encoder tokens) and 300 queries over 400 keys, both large
+    enough to take the column layout."""
     from mlx_mangaocr.models import layers
 
     rng = np.random.default_rng(1)
